@@ -1,0 +1,24 @@
+//! Every default in one place (kamal-proxy keeps its deploy, drain and health timings together;
+//! so do we).
+
+use std::time::Duration;
+
+/// Where state and the git cache live unless `--state-dir` / `RECONCILER_STATE_DIR` says otherwise.
+pub const STATE_DIR: &str = "/var/lib/reconciler";
+/// The spec's file name at the repo root (or under `--path`).
+pub const SPEC_FILE: &str = "release.yaml";
+/// `run`: how often the source is fetched.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(30);
+/// `run`: first and largest delay between retries after a failed cycle.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(5);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Health gate: time between probes, one probe's timeout, and the deadline for the whole gate.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+pub const HEALTH_DEADLINE: Duration = Duration::from_secs(60);
+/// A container with no probe at all must have stayed up this long, without a restart.
+pub const MIN_UPTIME: Duration = Duration::from_secs(2);
+
+/// How long a container gets to stop after its stop signal before it is killed (compose: 10 s).
+pub const STOP_GRACE_PERIOD: Duration = Duration::from_secs(10);

@@ -1,0 +1,158 @@
+//! Desired vs live → an ordered plan. Pure: no I/O, so it is tested without an engine.
+//!
+//! A plan has two views of the same decision:
+//! - `changes`: one entry per object, with the fields that differ: what `diff` shows a person;
+//! - `steps`: the ordered engine actions, each with its reason: what `apply` carries out.
+//!
+//! Both come from one function, so `diff` shows exactly what `apply` will do. A strategy
+//! (recreate now; blue-green and rolling later) expands a service change into steps. Steps that
+//! cannot be undone (removing the previous container, pruning) come last, after every gate of
+//! the release has passed, so a failure anywhere can still put the host back as it was.
+
+mod build;
+mod render;
+
+use serde::Serialize;
+
+use crate::desired::{ContainerConfig, Gate};
+use crate::spec::model::{NetworkSpec, VolumeSpec};
+
+pub use build::{plan, PlanError};
+pub use render::{render_json, render_text};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub release: String,
+    pub revision: String,
+    pub changes: Vec<Change>,
+    pub steps: Vec<Step>,
+    /// Things a person should know that are not changes (a volume kept after its removal from
+    /// the spec, say).
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    pub fn in_sync(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectKind {
+    Network,
+    Volume,
+    Service,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeAction {
+    /// `+`
+    Add,
+    /// `~`
+    Change,
+    /// `-`
+    Destroy,
+}
+
+impl ChangeAction {
+    pub fn symbol(self) -> char {
+        match self {
+            ChangeAction::Add => '+',
+            ChangeAction::Change => '~',
+            ChangeAction::Destroy => '-',
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Change {
+    pub kind: ObjectKind,
+    /// The name in the spec (`api`), not the engine name.
+    pub name: String,
+    pub action: ChangeAction,
+    /// Why: `not running`, `config changed`, `container exited`, `removed from spec`, ...
+    pub reason: String,
+    pub fields: Vec<FieldChange>,
+}
+
+/// One changed field. Sensitive fields carry no values at all.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldChange {
+    /// Dotted path in the container config (`image`, `env.LOG_LEVEL`, `ports`).
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub action: Action,
+    pub reason: String,
+}
+
+/// One engine operation. Containers are named, not identified by id: a container the plan
+/// creates has no id yet, and names are unique on an engine.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Pull an image that is not on this host. All pulls come first, so a missing image fails
+    /// the release before anything on the host has changed.
+    PullImage { image: String },
+    CreateNetwork { name: String, spec: NetworkSpec },
+    CreateVolume { name: String, spec: VolumeSpec },
+    /// Stop a running container (undo: start it again).
+    StopContainer { service: String, name: String },
+    /// Move a container out of the way, keeping it (undo: rename back).
+    RenameContainer { service: String, from: String, to: String },
+    /// Create a container with the ownership labels (undo: remove it).
+    CreateContainer {
+        service: String,
+        name: String,
+        revision: String,
+        config_hash: String,
+        config: Box<ContainerConfig>,
+    },
+    StartContainer { service: String, name: String },
+    /// Wait until the gate passes or its deadline expires; fails fast when the container exits.
+    AwaitHealthy { service: String, name: String, gate: Gate },
+    /// Remove a container for good. Only after every gate of the release has passed.
+    RemoveContainer { service: String, name: String },
+    RemoveNetwork { name: String },
+}
+
+impl Action {
+    /// A short name for logs, metrics and history (`pull`, `create`, `gate`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::PullImage { .. } => "pull",
+            Action::CreateNetwork { .. } => "create_network",
+            Action::CreateVolume { .. } => "create_volume",
+            Action::StopContainer { .. } => "stop",
+            Action::RenameContainer { .. } => "rename",
+            Action::CreateContainer { .. } => "create",
+            Action::StartContainer { .. } => "start",
+            Action::AwaitHealthy { .. } => "gate",
+            Action::RemoveContainer { .. } => "remove",
+            Action::RemoveNetwork { .. } => "remove_network",
+        }
+    }
+
+    /// The service the action belongs to, if any.
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            Action::StopContainer { service, .. }
+            | Action::RenameContainer { service, .. }
+            | Action::CreateContainer { service, .. }
+            | Action::StartContainer { service, .. }
+            | Action::AwaitHealthy { service, .. }
+            | Action::RemoveContainer { service, .. } => Some(service),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! The release spec as written in `release.yaml` (format version 1).
+//!
+//! Key names follow docker compose wherever compose has the concept, so a service can be pasted
+//! from a `docker-compose.prod.yml`. Compose's alternative spellings (list or map for
+//! `environment`, string or list for `command`, ...) are accepted and normalised by the accessor
+//! methods, so the rest of the program sees one form.
+//!
+//! These types are deserialised from a document that already passed the JSON Schema
+//! (`schemas/release.schema.json`), so `deny_unknown_fields` is a backstop, not the user-facing
+//! error: the schema check reports unknown keys with their location and the closest valid key.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+/// The whole document.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSpec {
+    pub version: u32,
+    /// Prefixes every container, network and volume the release owns.
+    pub release: String,
+    #[serde(default)]
+    pub environment: Option<String>,
+    #[serde(default)]
+    pub networks: IndexMap<String, NetworkSpec>,
+    #[serde(default)]
+    pub volumes: IndexMap<String, VolumeSpec>,
+    pub services: IndexMap<String, ServiceSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default = "default_network_driver")]
+    pub driver: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_network_driver() -> String {
+    "bridge".to_string()
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSpec {
+    #[serde(default = "default_volume_driver")]
+    pub driver: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_volume_driver() -> String {
+    "local".to_string()
+}
+
+/// How a changed service is replaced.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Stop the old container, start the new one (what `docker compose up -d` does). The old one
+    /// is kept, stopped and renamed, until the new one passes its gate, so it can be put back.
+    #[default]
+    Recreate,
+    /// Start the new color beside the live one and switch the proxy (issue: blue-green).
+    BlueGreen,
+    /// Replace replicas one at a time, start-first (issue: blue-green).
+    Rolling,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Recreate => "recreate",
+            Strategy::BlueGreen => "blue-green",
+            Strategy::Rolling => "rolling",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// A tag (`name:tag`) or a digest (`name@sha256:...`).
+    pub image: String,
+    #[serde(default)]
+    pub strategy: Strategy,
+    #[serde(default)]
+    pub command: Option<StringOrList>,
+    #[serde(default)]
+    pub entrypoint: Option<StringOrList>,
+    #[serde(default)]
+    pub environment: Option<Environment>,
+    /// Files on the host (never in git), read at apply time.
+    #[serde(default)]
+    pub env_file: Option<StringOrList>,
+    /// Values resolved on the host at apply time, never written in the spec.
+    #[serde(default)]
+    pub secrets: IndexMap<String, SecretSource>,
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    #[serde(default)]
+    pub networks: Option<ServiceNetworks>,
+    #[serde(default)]
+    pub depends_on: Option<DependsOn>,
+    /// Docker's own HEALTHCHECK, compose syntax.
+    #[serde(default)]
+    pub healthcheck: Option<Healthcheck>,
+    /// The reconciler's gate: a probe it runs itself.
+    #[serde(default)]
+    pub health: Option<HealthGate>,
+    #[serde(default)]
+    pub deploy: Option<Deploy>,
+    #[serde(default)]
+    pub restart: Option<RestartPolicy>,
+    #[serde(default)]
+    pub logging: Option<Logging>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    #[serde(default)]
+    pub stop_grace_period: Option<DurationStr>,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub init: bool,
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    #[serde(default)]
+    pub tmpfs: Option<StringOrList>,
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    /// The list form; a single string is one element (compose splits `command` strings with a
+    /// shell-like parser; we keep a string command as `sh -c`-free single words, see
+    /// [`ServiceSpec::command_words`]).
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) => vec![s.clone()],
+            StringOrList::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `environment:` as compose accepts it: a map or a list of `KEY=VALUE`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Environment {
+    Map(IndexMap<String, Option<ScalarValue>>),
+    List(Vec<String>),
+}
+
+/// YAML scalars allowed as environment values; numbers and booleans are written as strings.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum ScalarValue {
+    String(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl ScalarValue {
+    pub fn as_env_string(&self) -> String {
+        match self {
+            ScalarValue::String(s) => s.clone(),
+            ScalarValue::Integer(i) => i.to_string(),
+            ScalarValue::Float(f) => f.to_string(),
+            ScalarValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+/// Where a secret's value comes from on the host at apply time.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// An environment variable of the reconciler's process.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// A file on the host; its content (without a trailing newline) is the value.
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+/// A published port in compose's short syntax (`"127.0.0.1:8080:80/tcp"`) or a bare number.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum PortSpec {
+    Number(u16),
+    Short(String),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ServiceNetworks {
+    List(Vec<String>),
+    Map(IndexMap<String, Option<ServiceNetwork>>),
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceNetwork {
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum DependsOn {
+    List(Vec<String>),
+    Map(IndexMap<String, DependsOnCondition>),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DependsOnCondition {
+    #[serde(default = "default_condition")]
+    pub condition: String,
+}
+
+fn default_condition() -> String {
+    "service_started".to_string()
+}
+
+/// Compose's `healthcheck:`; becomes the container's Docker HEALTHCHECK.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Healthcheck {
+    #[serde(default)]
+    pub test: Option<StringOrList>,
+    #[serde(default)]
+    pub interval: Option<DurationStr>,
+    #[serde(default)]
+    pub timeout: Option<DurationStr>,
+    #[serde(default)]
+    pub retries: Option<u32>,
+    #[serde(default)]
+    pub start_period: Option<DurationStr>,
+    #[serde(default)]
+    pub disable: bool,
+}
+
+/// The reconciler's own gate on a new container: one probe kind, and its timing.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthGate {
+    #[serde(default)]
+    pub http: Option<HttpProbe>,
+    #[serde(default)]
+    pub tcp: Option<TcpProbe>,
+    #[serde(default)]
+    pub exec: Option<ExecProbe>,
+    #[serde(default)]
+    pub interval: Option<DurationStr>,
+    #[serde(default)]
+    pub timeout: Option<DurationStr>,
+    #[serde(default)]
+    pub deadline: Option<DurationStr>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbe {
+    pub port: u16,
+    #[serde(default = "default_http_path")]
+    pub path: String,
+    #[serde(default = "default_http_expect")]
+    pub expect: u16,
+}
+
+fn default_http_path() -> String {
+    "/".to_string()
+}
+
+fn default_http_expect() -> u16 {
+    200
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProbe {
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExecProbe {
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Deploy {
+    #[serde(default)]
+    pub resources: Option<Resources>,
+    #[serde(default)]
+    pub replicas: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default)]
+    pub limits: Option<ResourceLimits>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceLimits {
+    /// `"2.0"` or `2`.
+    #[serde(default)]
+    pub cpus: Option<ScalarValue>,
+    /// `2g`, `512m`, `1024k`, or bytes.
+    #[serde(default)]
+    pub memory: Option<ScalarValue>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+pub enum RestartPolicy {
+    #[serde(rename = "no")]
+    No,
+    #[serde(rename = "always")]
+    Always,
+    #[serde(rename = "on-failure")]
+    OnFailure,
+    #[serde(rename = "unless-stopped")]
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    pub driver: String,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// A duration in compose's notation (`1m30s`, `500ms`, `2s`), kept as written for display and
+/// parsed on demand. The schema's pattern guarantees it parses.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(transparent)]
+pub struct DurationStr(pub String);
+
+impl DurationStr {
+    pub fn parse(&self) -> Result<Duration, humantime::DurationError> {
+        humantime::parse_duration(self.0.trim())
+    }
+}
+
+impl ServiceSpec {
+    /// Names of the services this one waits for, in the order written.
+    pub fn dependencies(&self) -> Vec<String> {
+        match &self.depends_on {
+            None => Vec::new(),
+            Some(DependsOn::List(v)) => v.clone(),
+            Some(DependsOn::Map(m)) => m.keys().cloned().collect(),
+        }
+    }
+
+    /// Network names with their aliases, in the order written.
+    pub fn network_attachments(&self) -> Vec<(String, Vec<String>)> {
+        match &self.networks {
+            None => Vec::new(),
+            Some(ServiceNetworks::List(v)) => v.iter().map(|n| (n.clone(), Vec::new())).collect(),
+            Some(ServiceNetworks::Map(m)) => m
+                .iter()
+                .map(|(n, cfg)| {
+                    (
+                        n.clone(),
+                        cfg.as_ref().map(|c| c.aliases.clone()).unwrap_or_default(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// `environment:` as ordered `(key, value)` pairs; a list entry without `=` and a map entry
+    /// with no value take the value from the reconciler's own environment, as compose does
+    /// (`None` here; resolved at apply time).
+    pub fn environment_pairs(&self) -> Vec<(String, Option<String>)> {
+        match &self.environment {
+            None => Vec::new(),
+            Some(Environment::Map(m)) => m
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_ref().map(ScalarValue::as_env_string)))
+                .collect(),
+            Some(Environment::List(v)) => v
+                .iter()
+                .map(|entry| match entry.split_once('=') {
+                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                    None => (entry.clone(), None),
+                })
+                .collect(),
+        }
+    }
+}
