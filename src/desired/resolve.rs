@@ -1,0 +1,612 @@
+//! Spec → desired release, on this host: engine names, parsed ports and mounts, env files and
+//! secrets read, health gates chosen. The only I/O (env vars, files) goes through [`HostEnv`] so
+//! this is tested without touching the host.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::time::Duration;
+
+use crate::defaults;
+use crate::secret::Secret;
+use crate::spec::model::{
+    HealthGate, Healthcheck, NetworkSpec, ReleaseSpec, ScalarValue, ServiceSpec, StringOrList,
+};
+
+use super::{
+    ContainerConfig, DesiredNetwork, DesiredRelease, DesiredService, DesiredVolume,
+    DockerHealthcheck, EnvValue, Gate, LogConfig, Mount, MountKind, NetworkAttachment, PortBinding,
+    Probe,
+};
+
+/// The network services join when they name none, as compose's `<project>_default`.
+pub const DEFAULT_NETWORK: &str = "default";
+
+/// What resolution reads from the host.
+pub trait HostEnv {
+    fn var(&self, name: &str) -> Option<String>;
+    fn read_file(&self, path: &str) -> io::Result<String>;
+}
+
+/// The reconciler's own process environment and file system.
+pub struct ProcessEnv;
+
+impl HostEnv for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn read_file(&self, path: &str) -> io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
+/// A value the spec needs from the host that is not there, or a value that cannot be used.
+/// `path` is the place in the spec (`services.api.secrets.DATABASE_URL.env`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message} (fix: {fix})")]
+pub struct ResolveError {
+    pub path: String,
+    pub message: String,
+    pub fix: String,
+}
+
+fn err(path: String, message: String, fix: impl Into<String>) -> ResolveError {
+    ResolveError {
+        path,
+        message,
+        fix: fix.into(),
+    }
+}
+
+pub fn resolve(
+    spec: &ReleaseSpec,
+    revision: &str,
+    host: &dyn HostEnv,
+) -> Result<DesiredRelease, Vec<ResolveError>> {
+    let release = &spec.release;
+    let mut errors = Vec::new();
+
+    let uses_default_network = spec
+        .services
+        .values()
+        .any(|s| s.network_attachments().is_empty());
+    let mut networks: Vec<DesiredNetwork> = spec
+        .networks
+        .iter()
+        .map(|(key, net)| DesiredNetwork {
+            key: key.clone(),
+            name: engine_name(release, key),
+            spec: net.clone(),
+        })
+        .collect();
+    if uses_default_network && !spec.networks.contains_key(DEFAULT_NETWORK) {
+        networks.push(DesiredNetwork {
+            key: DEFAULT_NETWORK.to_string(),
+            name: engine_name(release, DEFAULT_NETWORK),
+            spec: NetworkSpec {
+                driver: "bridge".to_string(),
+                ..NetworkSpec::default()
+            },
+        });
+    }
+    let volumes = spec
+        .volumes
+        .iter()
+        .map(|(key, vol)| DesiredVolume {
+            key: key.clone(),
+            name: engine_name(release, key),
+            spec: vol.clone(),
+        })
+        .collect();
+
+    let mut services = Vec::new();
+    for name in dependency_order(spec) {
+        let Some(svc) = spec.services.get(&name) else {
+            continue;
+        };
+        match resolve_service(spec, &name, svc, host) {
+            Ok(container) => {
+                let config_hash = container.config_hash();
+                services.push(DesiredService {
+                    container_name: engine_name(release, &name),
+                    strategy: svc.strategy,
+                    dependencies: svc.dependencies(),
+                    gate: gate_for(svc),
+                    name,
+                    container,
+                    config_hash,
+                });
+            }
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if services.len() < spec.services.len() && errors.is_empty() {
+        errors.push(err(
+            "services".to_string(),
+            "depends_on has a cycle".to_string(),
+            "remove one of the dependencies in the cycle",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(DesiredRelease {
+        release: release.clone(),
+        environment: spec.environment.clone(),
+        revision: revision.to_string(),
+        networks,
+        volumes,
+        services,
+    })
+}
+
+/// `<release>-<name>`: how every engine object of the release is named.
+pub fn engine_name(release: &str, name: &str) -> String {
+    format!("{release}-{name}")
+}
+
+/// Services ordered so each comes after its dependencies; among services that are ready at the
+/// same time, the order written in the spec is kept (a stable Kahn's algorithm). Services in a
+/// cycle are left out (the spec's semantic check reports cycles with their names).
+pub fn dependency_order(spec: &ReleaseSpec) -> Vec<String> {
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut order = Vec::new();
+    loop {
+        let next = spec.services.iter().find(|(name, svc)| {
+            !done.contains(*name)
+                && svc
+                    .dependencies()
+                    .iter()
+                    .all(|d| done.contains(d) || !spec.services.contains_key(d))
+        });
+        match next {
+            Some((name, _)) => {
+                done.insert(name.clone());
+                order.push(name.clone());
+            }
+            None => return order,
+        }
+    }
+}
+
+fn resolve_service(
+    spec: &ReleaseSpec,
+    name: &str,
+    svc: &ServiceSpec,
+    host: &dyn HostEnv,
+) -> Result<ContainerConfig, Vec<ResolveError>> {
+    let release = &spec.release;
+    let at = |field: &str| format!("services.{name}.{field}");
+    let mut errors = Vec::new();
+
+    let mut env: BTreeMap<String, EnvValue> = BTreeMap::new();
+    // Precedence as in compose: env_file < environment; secrets last, and the spec check
+    // forbids a key in both environment and secrets.
+    for (i, path) in svc
+        .env_file
+        .as_ref()
+        .map(StringOrList::to_vec)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let field = match svc.env_file {
+            Some(StringOrList::Many(_)) => at(&format!("env_file.{i}")),
+            _ => at("env_file"),
+        };
+        match host.read_file(path) {
+            Ok(text) => match parse_env_file(&text) {
+                Ok(pairs) => {
+                    for (k, v) in pairs {
+                        env.insert(k, EnvValue::Sensitive(Secret::new(v)));
+                    }
+                }
+                Err((line, message)) => errors.push(err(
+                    field,
+                    format!("{path}:{line}: {message}"),
+                    "write one KEY=VALUE per line",
+                )),
+            },
+            Err(e) => errors.push(err(
+                field,
+                format!("cannot read env_file {path}: {e}"),
+                format!("create {path} on this host (mode 600)"),
+            )),
+        }
+    }
+    for (key, value) in svc.environment_pairs() {
+        match value.or_else(|| host.var(&key)) {
+            Some(v) => {
+                env.insert(key, EnvValue::Plain(v));
+            }
+            None => errors.push(err(
+                at(&format!("environment.{key}")),
+                format!("{key} has no value and is not set in the reconciler's environment"),
+                format!("give it a value in the spec, or export {key} where reconciler runs"),
+            )),
+        }
+    }
+    for (key, source) in &svc.secrets {
+        let field = at(&format!("secrets.{key}"));
+        let value = match (&source.env, &source.file) {
+            (Some(var), _) => host.var(var).ok_or_else(|| {
+                err(
+                    format!("{field}.env"),
+                    format!("environment variable {var} is not set on this host"),
+                    format!("export {var} in the reconciler's environment (never in git)"),
+                )
+            }),
+            (None, Some(path)) => host
+                .read_file(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| {
+                    err(
+                        format!("{field}.file"),
+                        format!("cannot read secret file {path}: {e}"),
+                        format!("create {path} on this host (mode 600)"),
+                    )
+                }),
+            (None, None) => Err(err(
+                field.clone(),
+                "a secret needs `env` or `file`".to_string(),
+                "write { env: VAR } or { file: /path }",
+            )),
+        };
+        match value {
+            Ok(v) => {
+                env.insert(key.clone(), EnvValue::Sensitive(Secret::new(v)));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+
+    let mut ports = Vec::new();
+    for (i, port) in svc.ports.iter().enumerate() {
+        match parse_port(port) {
+            Ok(p) => ports.push(p),
+            Err(message) => errors.push(err(
+                at(&format!("ports.{i}")),
+                message,
+                "write \"HOST_PORT:CONTAINER_PORT\" or \"IP:HOST_PORT:CONTAINER_PORT[/udp]\"",
+            )),
+        }
+    }
+    let mut mounts = Vec::new();
+    for (i, volume) in svc.volumes.iter().enumerate() {
+        match parse_mount(release, volume) {
+            Ok(m) => mounts.push(m),
+            Err(message) => errors.push(err(
+                at(&format!("volumes.{i}")),
+                message,
+                "write \"VOLUME:/path[:ro]\" or \"/host/path:/path[:ro]\"",
+            )),
+        }
+    }
+
+    let attachments = svc.network_attachments();
+    let networks = if attachments.is_empty() {
+        vec![NetworkAttachment {
+            name: engine_name(release, DEFAULT_NETWORK),
+            aliases: vec![name.to_string()],
+        }]
+    } else {
+        attachments
+            .into_iter()
+            .map(|(net, mut aliases)| {
+                // Services find each other by service name on every network they share, as
+                // with compose.
+                if !aliases.iter().any(|a| a == name) {
+                    aliases.insert(0, name.to_string());
+                }
+                NetworkAttachment {
+                    name: engine_name(release, &net),
+                    aliases,
+                }
+            })
+            .collect()
+    };
+
+    let limits = svc
+        .deploy
+        .as_ref()
+        .and_then(|d| d.resources.as_ref())
+        .and_then(|r| r.limits.as_ref());
+    let memory_bytes = match limits.and_then(|l| l.memory.as_ref()) {
+        None => None,
+        Some(v) => match parse_memory(v) {
+            Ok(b) => Some(b),
+            Err(message) => {
+                errors.push(err(
+                    at("deploy.resources.limits.memory"),
+                    message,
+                    "write bytes or a number with b, k, m or g (e.g. 512m, 2g)",
+                ));
+                None
+            }
+        },
+    };
+    let nano_cpus = match limits.and_then(|l| l.cpus.as_ref()) {
+        None => None,
+        Some(v) => match parse_cpus(v) {
+            Ok(n) => Some(n),
+            Err(message) => {
+                errors.push(err(
+                    at("deploy.resources.limits.cpus"),
+                    message,
+                    "write a positive number of CPUs, e.g. \"0.5\" or 2",
+                ));
+                None
+            }
+        },
+    };
+    let stop_timeout_secs = match &svc.stop_grace_period {
+        None => None,
+        Some(d) => match d.parse() {
+            Ok(d) => Some(d.as_secs()),
+            Err(e) => {
+                errors.push(err(
+                    at("stop_grace_period"),
+                    format!("not a duration: {e}"),
+                    "write e.g. 10s or 1m30s",
+                ));
+                None
+            }
+        },
+    };
+    let healthcheck = match &svc.healthcheck {
+        None => None,
+        Some(hc) => match docker_healthcheck(hc) {
+            Ok(h) => Some(h),
+            Err(message) => {
+                errors.push(err(at("healthcheck"), message, "see specs/release-spec.md"));
+                None
+            }
+        },
+    };
+
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(ContainerConfig {
+        image: svc.image.clone(),
+        command: svc.command.as_ref().map(StringOrList::to_vec),
+        entrypoint: svc.entrypoint.as_ref().map(StringOrList::to_vec),
+        env,
+        ports,
+        mounts,
+        networks,
+        healthcheck,
+        restart: svc.restart.map(|r| r.as_str().to_string()),
+        user: svc.user.clone(),
+        working_dir: svc.working_dir.clone(),
+        hostname: svc.hostname.clone(),
+        labels: svc.labels.clone(),
+        stop_signal: svc.stop_signal.clone(),
+        stop_timeout_secs,
+        read_only: svc.read_only,
+        init: svc.init,
+        cap_add: svc.cap_add.clone(),
+        cap_drop: svc.cap_drop.clone(),
+        tmpfs: svc
+            .tmpfs
+            .as_ref()
+            .map(StringOrList::to_vec)
+            .unwrap_or_default(),
+        extra_hosts: svc.extra_hosts.clone(),
+        memory_bytes,
+        nano_cpus,
+        logging: svc.logging.as_ref().map(|l| LogConfig {
+            driver: l.driver.clone(),
+            options: l.options.clone(),
+        }),
+    })
+}
+
+/// The gate a new container must pass: the declared probe, else the image's or spec's Docker
+/// HEALTHCHECK, else "stays running".
+fn gate_for(svc: &ServiceSpec) -> Gate {
+    let health = svc.health.clone().unwrap_or_default();
+    let probe = probe_for(&health, svc.healthcheck.as_ref());
+    let dur = |d: &Option<crate::spec::model::DurationStr>, default: Duration| {
+        d.as_ref().and_then(|d| d.parse().ok()).unwrap_or(default)
+    };
+    Gate {
+        probe,
+        interval: dur(&health.interval, defaults::HEALTH_INTERVAL),
+        timeout: dur(&health.timeout, defaults::HEALTH_TIMEOUT),
+        deadline: dur(&health.deadline, defaults::HEALTH_DEADLINE),
+    }
+}
+
+fn probe_for(health: &HealthGate, healthcheck: Option<&Healthcheck>) -> Probe {
+    if let Some(http) = &health.http {
+        return Probe::Http {
+            port: http.port,
+            path: http.path.clone(),
+            expect: http.expect,
+        };
+    }
+    if let Some(tcp) = &health.tcp {
+        return Probe::Tcp { port: tcp.port };
+    }
+    if let Some(exec) = &health.exec {
+        return Probe::Exec {
+            command: exec.command.clone(),
+        };
+    }
+    match healthcheck {
+        Some(hc) if !hc.disable && hc.test.is_some() => Probe::DockerHealth,
+        _ => Probe::Running,
+    }
+}
+
+fn docker_healthcheck(hc: &Healthcheck) -> Result<DockerHealthcheck, String> {
+    let ns = |d: &Option<crate::spec::model::DurationStr>| -> Result<Option<i64>, String> {
+        match d {
+            None => Ok(None),
+            Some(d) => d
+                .parse()
+                .map(|d| Some(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)))
+                .map_err(|e| format!("not a duration `{}`: {e}", d.0)),
+        }
+    };
+    let test = if hc.disable {
+        vec!["NONE".to_string()]
+    } else {
+        match &hc.test {
+            None => Vec::new(),
+            Some(StringOrList::One(cmd)) => vec!["CMD-SHELL".to_string(), cmd.clone()],
+            Some(StringOrList::Many(v)) => v.clone(),
+        }
+    };
+    Ok(DockerHealthcheck {
+        test,
+        interval_ns: ns(&hc.interval)?,
+        timeout_ns: ns(&hc.timeout)?,
+        retries: hc.retries.map(i64::from),
+        start_period_ns: ns(&hc.start_period)?,
+    })
+}
+
+/// `KEY=VALUE` lines, `#` comments and blank lines, optional `export `, optional matching
+/// quotes around the value (the subset of dotenv that compose documents).
+pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
+    let mut pairs = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            return Err((i + 1, "expected KEY=VALUE".to_string()));
+        };
+        let key = key.trim();
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err((i + 1, "the key before `=` must be one word".to_string()));
+        }
+        let value = value.trim();
+        let value = ['"', '\'']
+            .iter()
+            .find_map(|q| {
+                value
+                    .strip_prefix(*q)
+                    .and_then(|v| v.strip_suffix(*q))
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| value.to_string());
+        pairs.push((key.to_string(), value));
+    }
+    Ok(pairs)
+}
+
+/// Compose's short port syntax: `[IP:]HOST:CONTAINER[/PROTO]` or a bare number (same port on
+/// both sides).
+pub fn parse_port(port: &crate::spec::model::PortSpec) -> Result<PortBinding, String> {
+    use crate::spec::model::PortSpec;
+    let text = match port {
+        PortSpec::Number(n) => n.to_string(),
+        PortSpec::Short(s) => s.clone(),
+    };
+    let (body, protocol) = match text.rsplit_once('/') {
+        Some((b, p)) if p == "tcp" || p == "udp" => (b, p.to_string()),
+        Some((_, p)) => return Err(format!("unknown protocol `{p}` in `{text}`")),
+        None => (text.as_str(), "tcp".to_string()),
+    };
+    let num = |s: &str| -> Result<u16, String> {
+        s.parse::<u16>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("`{s}` is not a port number (1-65535) in `{text}`"))
+    };
+    let parts: Vec<&str> = match body.rsplit_once(':') {
+        None => vec![body],
+        Some((left, container)) => match left.rsplit_once(':') {
+            None => vec![left, container],
+            Some((ip, host)) => vec![ip, host, container],
+        },
+    };
+    let (host_ip, host_port, container_port) = match parts.as_slice() {
+        [p] => (String::new(), num(p)?, num(p)?),
+        [h, c] => (String::new(), num(h)?, num(c)?),
+        [ip, h, c] => (ip.trim_matches(['[', ']']).to_string(), num(h)?, num(c)?),
+        _ => return Err(format!("cannot read port `{text}`")),
+    };
+    Ok(PortBinding {
+        host_ip,
+        host_port,
+        container_port,
+        protocol,
+    })
+}
+
+/// `VOLUME:/path[:ro|:rw]` (a volume of the release) or `/host/path:/path[:ro|:rw]` (a bind).
+pub fn parse_mount(release: &str, text: &str) -> Result<Mount, String> {
+    let mut parts = text.split(':');
+    let (Some(source), Some(target)) = (parts.next(), parts.next()) else {
+        return Err(format!("`{text}` needs SOURCE:TARGET"));
+    };
+    let read_only = match parts.next() {
+        None | Some("rw") => false,
+        Some("ro") => true,
+        Some(other) => return Err(format!("unknown mount mode `{other}` in `{text}`")),
+    };
+    if parts.next().is_some() {
+        return Err(format!("too many `:` in `{text}`"));
+    }
+    if !target.starts_with('/') {
+        return Err(format!("the target `{target}` must be an absolute path"));
+    }
+    let (kind, source) = if source.starts_with('/') {
+        (MountKind::Bind, source.to_string())
+    } else if source.starts_with('.') || source.starts_with('~') {
+        return Err(format!(
+            "relative host path `{source}`: there is no working tree on the host"
+        ));
+    } else {
+        (MountKind::Volume, engine_name(release, source))
+    };
+    Ok(Mount {
+        kind,
+        source,
+        target: target.to_string(),
+        read_only,
+    })
+}
+
+/// `2g`, `512m`, `1024k`, `100b` or a plain number of bytes.
+pub fn parse_memory(value: &ScalarValue) -> Result<i64, String> {
+    let text = value.as_env_string().to_ascii_lowercase();
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => text.split_at(i),
+        None => (text, ""),
+    };
+    let factor: f64 = match unit.trim_end_matches('b') {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("unknown memory unit in `{text}`")),
+    };
+    let n: f64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not an amount of memory"))?;
+    let bytes = (n * factor).round();
+    if bytes < 6.0 * 1024.0 * 1024.0 {
+        return Err(format!("`{text}` is below Docker's minimum of 6m"));
+    }
+    Ok(bytes as i64)
+}
+
+/// CPUs as a number (`2`, `"0.5"`) → nano CPUs for the engine.
+pub fn parse_cpus(value: &ScalarValue) -> Result<i64, String> {
+    let text = value.as_env_string();
+    let n: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of CPUs"))?;
+    if !(n > 0.0 && n <= 1024.0) {
+        return Err(format!("`{text}` CPUs is out of range"));
+    }
+    Ok((n * 1e9).round() as i64)
+}
