@@ -610,3 +610,141 @@ pub fn parse_cpus(value: &ScalarValue) -> Result<i64, String> {
     }
     Ok((n * 1e9).round() as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::model::PortSpec;
+
+    struct Host;
+    impl HostEnv for Host {
+        fn var(&self, name: &str) -> Option<String> {
+            match name {
+                "API_DB_URL" => Some("postgres://u:planted-pw@db/shop".to_string()),
+                "FROM_HOST" => Some("hostvalue".to_string()),
+                _ => None,
+            }
+        }
+        fn read_file(&self, path: &str) -> io::Result<String> {
+            match path {
+                "/etc/shop/api.env" => Ok("# comment\nexport A=1\nB=\"two words\"\n\nLOG_LEVEL=debug\n".to_string()),
+                "/run/secrets/token" => Ok("tok-planted\n".to_string()),
+                _ => Err(io::Error::new(io::ErrorKind::NotFound, "no such file")),
+            }
+        }
+    }
+
+    fn spec(yaml: &str) -> ReleaseSpec {
+        let value: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn resolves_env_files_environment_and_secrets_with_precedence() {
+        let s = spec(
+            r#"
+version: 1
+release: shop
+services:
+  api:
+    image: shop-api:1
+    env_file: /etc/shop/api.env
+    environment: { LOG_LEVEL: info, FROM_HOST: null }
+    secrets:
+      DATABASE_URL: { env: API_DB_URL }
+      TOKEN: { file: /run/secrets/token }
+"#,
+        );
+        let d = resolve(&s, "abc", &Host).unwrap();
+        let env = &d.services[0].container.env;
+        assert_eq!(env["LOG_LEVEL"], EnvValue::Plain("info".into()), "environment wins over env_file");
+        assert_eq!(env["FROM_HOST"], EnvValue::Plain("hostvalue".into()));
+        assert!(env["A"].is_sensitive() && env["B"].is_sensitive());
+        match &env["TOKEN"] {
+            EnvValue::Sensitive(s) => assert_eq!(s.expose(), "tok-planted"),
+            other => panic!("{other:?}"),
+        }
+        // The default network is created and the service joins it under its own name.
+        assert_eq!(d.networks.len(), 1);
+        assert_eq!(d.networks[0].name, "shop-default");
+        assert_eq!(d.services[0].container.networks[0].aliases, vec!["api".to_string()]);
+        let shown = format!("{:?} {}", d, d.services[0].container.canonical_json());
+        for planted in ["planted-pw", "tok-planted", "two words"] {
+            assert!(!shown.contains(planted), "{planted} leaked: {shown}");
+        }
+    }
+
+    #[test]
+    fn missing_host_values_are_all_reported_with_their_place() {
+        let s = spec(
+            r#"
+version: 1
+release: shop
+services:
+  api:
+    image: a:1
+    env_file: /etc/missing.env
+    environment: [UNSET_VAR]
+    secrets: { X: { env: NOT_THERE } }
+"#,
+        );
+        let errors = resolve(&s, "abc", &Host).unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["services.api.env_file", "services.api.environment.UNSET_VAR", "services.api.secrets.X.env"]
+        );
+        assert!(errors[2].fix.contains("export NOT_THERE"));
+    }
+
+    #[test]
+    fn a_rotated_secret_changes_the_hash_but_not_the_canonical_form() {
+        struct Rotated;
+        impl HostEnv for Rotated {
+            fn var(&self, _: &str) -> Option<String> {
+                Some("new".into())
+            }
+            fn read_file(&self, _: &str) -> io::Result<String> {
+                Err(io::Error::new(io::ErrorKind::NotFound, "x"))
+            }
+        }
+        let s = spec("version: 1\nrelease: r\nservices:\n  a: { image: 'i:1', secrets: { K: { env: API_DB_URL } } }\n");
+        let a = resolve(&s, "1", &Host).unwrap();
+        let b = resolve(&s, "1", &Rotated).unwrap();
+        assert_eq!(a.services[0].container.canonical_json(), b.services[0].container.canonical_json());
+        assert_ne!(a.services[0].config_hash, b.services[0].config_hash);
+    }
+
+    #[test]
+    fn dependency_order_is_stable_and_respects_depends_on() {
+        let s = spec(
+            "version: 1\nrelease: r\nservices:\n  web: { image: 'i:1', depends_on: [api] }\n  api: { image: 'i:1', depends_on: [db] }\n  db: { image: 'i:1' }\n  cache: { image: 'i:1' }\n",
+        );
+        assert_eq!(dependency_order(&s), ["db", "api", "web", "cache"]);
+    }
+
+    #[test]
+    fn ports_mounts_memory_and_cpus_parse_like_compose() {
+        let p = |s: &str| parse_port(&PortSpec::Short(s.to_string()));
+        assert_eq!(p("127.0.0.1:8080:80").unwrap().host_ip, "127.0.0.1");
+        assert_eq!(p("8080:80/udp").unwrap().protocol, "udp");
+        assert_eq!(parse_port(&PortSpec::Number(9000)).unwrap().container_port, 9000);
+        assert!(p("99999:80").is_err());
+        assert!(p("80:80/sctp").is_err());
+        let m = parse_mount("shop", "pgdata:/var/lib/pg:ro").unwrap();
+        assert_eq!((m.kind, m.source.as_str(), m.read_only), (MountKind::Volume, "shop-pgdata", true));
+        assert_eq!(parse_mount("shop", "/srv/x:/x").unwrap().kind, MountKind::Bind);
+        assert!(parse_mount("shop", "./data:/x").is_err());
+        assert!(parse_mount("shop", "data:relative").is_err());
+        assert_eq!(parse_memory(&ScalarValue::String("2g".into())).unwrap(), 2 << 30);
+        assert_eq!(parse_memory(&ScalarValue::String("512m".into())).unwrap(), 512 << 20);
+        assert!(parse_memory(&ScalarValue::String("1k".into())).is_err());
+        assert_eq!(parse_cpus(&ScalarValue::String("0.5".into())).unwrap(), 500_000_000);
+        assert!(parse_cpus(&ScalarValue::Integer(0)).is_err());
+    }
+
+    #[test]
+    fn env_file_errors_name_the_line() {
+        assert_eq!(parse_env_file("A=1\nnot a pair\n").unwrap_err().0, 2);
+    }
+}

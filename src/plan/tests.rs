@@ -549,3 +549,18 @@ proptest! {
         prop_assert_eq!(p.in_sync(), p.changes.is_empty());
     }
 }
+
+#[test]
+fn json_output_matches_its_published_schema() {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../schemas/plan.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let d1 = desired(SHOP);
+    let live = simulate(&live_with_images(&d1), &plan(&d1, &live_with_images(&d1)).unwrap());
+    let d2 = desired(&SHOP.replace("shop-api:1.4.1", "shop-api:1.4.2"));
+    for (d, l) in [(&d1, &live_with_images(&d1)), (&d1, &live), (&d2, &live)] {
+        let j = render_json(&plan(d, l).unwrap());
+        let errors: Vec<String> = validator.iter_errors(&j).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{j:#}");
+    }
+}

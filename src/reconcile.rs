@@ -1,0 +1,150 @@
+//! One reconcile: source → spec → desired → live → plan → apply. `diff` stops after the plan,
+//! `apply` and the daemon go on; all three share these functions, so `diff` shows exactly the
+//! plan `apply` carries out.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport};
+use crate::desired::{self, DesiredRelease, HostEnv};
+use crate::engine::{Engine, EngineError};
+use crate::live;
+use crate::plan::{self, Plan, PlanError};
+use crate::source::{GitSource, LocalDir, SourceConfig, SourceError, SourceTree};
+use crate::spec::{self, LoadedSpec, SpecError, SpecErrors};
+
+/// Where a release is read from.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// A git remote, fetched into the cache under the state dir.
+    Git(SourceConfig),
+    /// An uncommitted directory (`diff --local`): revision `local`.
+    Local { dir: PathBuf, path: String },
+}
+
+/// Why a cycle was started: recorded in logs and, later, history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Poll,
+    Webhook,
+    Watch,
+    Cli,
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Trigger::Poll => "poll",
+            Trigger::Webhook => "webhook",
+            Trigger::Watch => "watch",
+            Trigger::Cli => "cli",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{0}")]
+    Spec(SpecErrors),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("the git fetch task failed: {0}")]
+    Join(String),
+}
+
+impl ReconcileError {
+    /// Bad input (the operator must change something) as opposed to a failed or unreachable
+    /// host: decides the exit code and whether the daemon retries.
+    pub fn is_input_error(&self) -> bool {
+        matches!(self, ReconcileError::Spec(_) | ReconcileError::Plan(_))
+    }
+}
+
+/// A release read and resolved on this host, not yet compared with the engine.
+pub struct Loaded {
+    pub tree: Arc<dyn SourceTree>,
+    pub spec: LoadedSpec,
+    pub desired: DesiredRelease,
+}
+
+/// Fetches (git) or reads (local) the source and returns its tree.
+pub async fn fetch(origin: &Origin, state_dir: &Path) -> Result<Arc<dyn SourceTree>, ReconcileError> {
+    match origin {
+        Origin::Git(config) => {
+            let source = Arc::new(GitSource::new(config.clone(), state_dir)?);
+            let snapshot = source
+                .fetch_async()
+                .await
+                .map_err(ReconcileError::from)?;
+            Ok(Arc::new(snapshot))
+        }
+        Origin::Local { dir, path } => Ok(Arc::new(
+            LocalDir::new(dir.clone()).with_spec_dir(path.clone()),
+        )),
+    }
+}
+
+/// Reads, validates and resolves the release in `tree`. Every problem with the input is
+/// reported at once, pointing into the spec.
+pub fn load(tree: Arc<dyn SourceTree>, host: &dyn HostEnv) -> Result<Loaded, ReconcileError> {
+    let file = tree.spec_path();
+    let bytes = tree.read_spec()?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        ReconcileError::Spec(SpecErrors(vec![SpecError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            path: String::new(),
+            message: "the file is not UTF-8 text".to_string(),
+            fix: Some("save it as UTF-8".to_string()),
+        }]))
+    })?;
+    let loaded = spec::load(&file, &text).map_err(ReconcileError::Spec)?;
+    let mut errors = spec::check_host(&loaded);
+    let desired = match desired::resolve(&loaded.spec, tree.revision(), host) {
+        Ok(d) => Some(d),
+        Err(resolve_errors) => {
+            errors.extend(
+                resolve_errors
+                    .into_iter()
+                    .map(|e| spec::error_at(&loaded, &e.path, e.message, Some(e.fix))),
+            );
+            None
+        }
+    };
+    match desired {
+        Some(desired) if errors.is_empty() => Ok(Loaded {
+            tree,
+            spec: loaded,
+            desired,
+        }),
+        _ => Err(ReconcileError::Spec(SpecErrors(errors))),
+    }
+}
+
+/// Observes the engine and plans. Pure apart from the observation.
+pub async fn plan(engine: &Engine, desired: &DesiredRelease) -> Result<Plan, ReconcileError> {
+    let images: Vec<String> = desired
+        .services
+        .iter()
+        .map(|s| s.container.image.clone())
+        .collect();
+    let live = live::observe(engine, &desired.release, &images).await?;
+    Ok(plan::plan(desired, &live)?)
+}
+
+/// Carries the plan out (gated, undone on failure).
+pub async fn apply(
+    engine: &Engine,
+    plan: &Plan,
+    options: &ApplyOptions,
+) -> Result<ApplyReport, ReconcileError> {
+    Ok(apply::apply(engine, plan, options).await?)
+}
