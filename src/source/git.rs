@@ -267,6 +267,16 @@ impl GitSource {
             };
             return SourceError::AuthFailed { url, message, fix };
         }
+        if self.url.transport == Transport::Local {
+            // libgit2 reports a missing local path as "unsupported URL protocol".
+            let path = local_path(&self.url.remote_url);
+            let message = if path.exists() {
+                message
+            } else {
+                format!("{} does not exist", path.display())
+            };
+            return SourceError::RepoNotFound { url, message };
+        }
         let not_found = e.code() == ErrorCode::NotFound
             || lower.contains("not found")
             || lower.contains("404")
@@ -276,13 +286,15 @@ impl GitSource {
         if not_found {
             return SourceError::RepoNotFound { url, message };
         }
+        let network_like = lower.contains("failed to connect")
+            || lower.contains("connection refused")
+            || lower.contains("timed out")
+            || lower.contains("failed to resolve address");
         match e.class() {
             ErrorClass::Net | ErrorClass::Http | ErrorClass::Ssh | ErrorClass::Ssl => {
                 SourceError::Network { url, message }
             }
-            _ if self.url.transport == Transport::Local => {
-                SourceError::RepoNotFound { url, message }
-            }
+            _ if network_like => SourceError::Network { url, message },
             _ => SourceError::Git { url, message },
         }
     }
@@ -433,6 +445,11 @@ fn to_cred(choice: Choice) -> Result<Cred, git2::Error> {
         Choice::UserPass { user, password } => Cred::userpass_plaintext(&user, password.expose()),
         Choice::SshKey { user, key } => Cred::ssh_key(&user, None, &key, None),
     }
+}
+
+/// The filesystem path of a local remote (`file://` URL or plain path).
+fn local_path(remote_url: &str) -> PathBuf {
+    PathBuf::from(remote_url.strip_prefix("file://").unwrap_or(remote_url))
 }
 
 /// Short names of the refs matching `glob`, sorted.

@@ -1,7 +1,7 @@
 //! Parsing git URLs into what we hand libgit2 (never any credential) and what we print (never
 //! any credential either, but more telling: it shows that credentials were given).
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::secret::Secret;
 
@@ -104,8 +104,23 @@ impl ParsedUrl {
     }
 }
 
+/// The absolute form of `path`: canonical if it exists (so `../x` and `./x` from different
+/// cwds share one cache), else with `.` and `..` folded lexically so errors show a clean path.
 fn absolute(path: &Path) -> std::io::Result<PathBuf> {
-    std::path::absolute(path)
+    if let Ok(canonical) = path.canonicalize() {
+        return Ok(canonical);
+    }
+    let mut out = PathBuf::new();
+    for comp in std::path::absolute(path)?.components() {
+        match comp {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    Ok(out)
 }
 
 fn is_http(scheme: &str) -> bool {
