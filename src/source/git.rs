@@ -52,7 +52,7 @@ impl GitSource {
     pub fn new(config: SourceConfig, state_dir: &Path) -> Result<GitSource, SourceError> {
         let url = ParsedUrl::parse(&config.url).map_err(|e| SourceError::Io {
             url: super::redacted_url(&config.url),
-            path: config.url.clone(),
+            path: super::redacted_url(&config.url),
             source: e,
         })?;
         let cache_dir = state_dir.join("git").join(cache_key(&url.remote_url));
@@ -302,11 +302,22 @@ impl GitSource {
     /// libgit2 only ever sees the credential-free URL, but a server may echo what it was sent:
     /// strip every credential we know of from a message before it is shown.
     fn scrub(&self, message: &str, inputs: &AuthInputs) -> String {
-        let mut out = message.replace(&self.config.url, &self.url.display);
-        let secrets = [inputs.token.as_ref(), self.url.password.as_ref()];
-        for secret in secrets.into_iter().flatten() {
-            if !secret.expose().is_empty() {
-                out = out.replace(secret.expose(), REDACTED);
+        let mut out = message.to_string();
+        if !self.config.url.is_empty() {
+            out = out.replace(&self.config.url, &self.url.display);
+        }
+        let mut secrets: Vec<&str> = [inputs.token.as_ref(), self.url.password.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(Secret::expose)
+            .collect();
+        // A lone user in an http(s) URL is usually a token (see `redacted_url`).
+        if self.url.transport == Transport::Http && self.url.password.is_none() {
+            secrets.extend(self.url.user.as_deref());
+        }
+        for secret in secrets {
+            if !secret.is_empty() {
+                out = out.replace(secret, REDACTED);
             }
         }
         out
@@ -700,6 +711,35 @@ fn list_tree(repo: &Repository, root: &git2::Tree<'_>, prefix: &[&str]) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_messages_are_scrubbed_and_auth_failures_carry_the_fix() {
+        let state = tempfile::tempdir().unwrap();
+        let mut config = SourceConfig::new("https://tok3n@example.com/x.git");
+        config.token_env = Some("RECONCILER_TEST_UNSET_TOKEN_VAR".into());
+        let src = GitSource::new(config, state.path()).unwrap();
+        let mut inputs = src.auth_inputs();
+        inputs.token = Some(Secret::new("envs3cret"));
+        let raw = "remote said: bad https://tok3n@example.com/x.git user tok3n pw envs3cret";
+        let scrubbed = src.scrub(raw, &inputs);
+        assert!(
+            !scrubbed.contains("tok3n") && !scrubbed.contains("envs3cret"),
+            "{scrubbed}"
+        );
+
+        let e = git2::Error::new(ErrorCode::Auth, ErrorClass::Http, raw);
+        let err = src.classify(&e, None, &inputs);
+        let shown = format!("{err} {err:?}");
+        assert!(matches!(err, SourceError::AuthFailed { .. }), "{shown}");
+        assert!(
+            shown.contains("set RECONCILER_TEST_UNSET_TOKEN_VAR"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("tok3n") && !shown.contains("envs3cret"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn cache_key_is_16_hex_and_ignores_credentials() {
