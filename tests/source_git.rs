@@ -520,3 +520,23 @@ fn fetches_log_the_revision_and_its_moves() {
     );
     assert!(lines.iter().all(|l| l.contains(&origin.url())), "{log}");
 }
+
+#[test]
+fn a_commit_id_must_still_be_reachable_from_a_fetched_ref() {
+    let r = refs();
+    let state = tempfile::tempdir().unwrap();
+    assert_eq!(
+        source(&r.origin.url(), Some(&r.feature), state.path())
+            .fetch()
+            .unwrap()
+            .revision,
+        r.feature
+    );
+    // The branch goes away upstream: its commit lingers in the cache's objects, but is no
+    // longer part of the remote's history.
+    r.origin.git(&["branch", "-q", "-D", "feature"]);
+    let err = source(&r.origin.url(), Some(&r.feature), state.path())
+        .fetch()
+        .unwrap_err();
+    assert!(matches!(err, SourceError::UnknownRef { .. }), "{err:?}");
+}
