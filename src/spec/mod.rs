@@ -6,10 +6,19 @@
 //! names the file, line:column, the path inside the document, what is wrong and how to fix it,
 //! and all errors are reported at once.
 
+mod host;
+mod load;
+pub mod locate;
 pub mod model;
+pub mod schema;
+pub mod semantic;
+pub mod yaml;
 
 use std::fmt;
 
+pub use host::check_host;
+pub use load::{error_at, load, LoadedSpec};
+pub use locate::Locations;
 pub use model::ReleaseSpec;
 
 /// One problem in a spec.
@@ -49,7 +58,11 @@ pub struct SpecErrors(pub Vec<SpecError>);
 impl fmt::Display for SpecErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        writeln!(f, "{n} error{} in the release spec:", if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{n} error{} in the release spec:",
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             writeln!(f, "  {e}")?;
         }
