@@ -59,13 +59,20 @@ impl Issue {
 pub fn validate(doc: &Value) -> Result<Vec<Issue>, String> {
     let compiled = COMPILED.as_ref().map_err(Clone::clone)?;
     let mut out: Vec<Issue> = Vec::new();
+    // A value of the wrong type also fails every rule about its content (`oneOf`, `required`);
+    // the type error alone says what is wrong.
+    let mut wrong_type: Vec<String> = Vec::new();
     for err in compiled.validator.iter_errors(doc) {
+        if matches!(err.kind(), ValidationErrorKind::Type { .. }) {
+            wrong_type.push(pointer_to_path(err.instance_path().as_str()));
+        }
         for issue in translate(&compiled.schema, &err) {
             if !out.contains(&issue) {
                 out.push(issue);
             }
         }
     }
+    out.retain(|i| !wrong_type.contains(&i.path) || i.message.starts_with("expected "));
     Ok(out)
 }
 
@@ -264,7 +271,8 @@ fn translate(schema: &Value, err: &ValidationError<'_>) -> Vec<Issue> {
         ValidationErrorKind::Type { kind } => {
             let types = type_names(kind);
             let expected = expected_or(node, || types.clone());
-            let fix = scalar_hint(&types, instance).or_else(|| fix_of(node));
+            // The schema's own advice knows the context better than the generic YAML hints.
+            let fix = fix_of(node).or_else(|| scalar_hint(&types, instance));
             vec![Issue::new(
                 path,
                 format!("expected {expected}, found {found}"),
