@@ -157,12 +157,14 @@ fn scalar_hint(expected_types: &str, found: &Value) -> Option<String> {
                         .to_string(),
                 );
             }
-            if (expected_types.contains("number")) && s.len() > 1 && s.starts_with('0') {
-                if s.chars().all(|c| c.is_ascii_digit()) {
-                    return Some(format!(
-                        "write the number without the leading zero; `{s}` is neither octal nor decimal here"
-                    ));
-                }
+            if expected_types.contains("number")
+                && s.len() > 1
+                && s.starts_with('0')
+                && s.chars().all(|c| c.is_ascii_digit())
+            {
+                return Some(format!(
+                    "write the number without the leading zero; `{s}` is neither octal nor decimal here"
+                ));
             }
             None
         }
@@ -411,5 +413,27 @@ mod tests {
     fn describe_quotes_strings() {
         assert_eq!(describe(&json!("eighty")), "\"eighty\"");
         assert_eq!(describe(&json!(80)), "80");
+    }
+
+    fn duration_doc(d: &str) -> Value {
+        json!({"version": 1, "release": "shop", "services": {"api": {
+            "image": "a:1", "stop_grace_period": d}}})
+    }
+
+    #[test]
+    fn durations_the_schema_rejects() {
+        for bad in ["2", "2 s", "1.5s", "s", "-1s", "2sec", ""] {
+            assert!(!validate(&duration_doc(bad)).unwrap().is_empty(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        // Everything the duration pattern accepts must parse with humantime, which is what the
+        // program uses on these values later.
+        #[test]
+        fn accepted_durations_parse(d in "([0-9]{1,6}(h|m|s|ms|us|ns)){1,4}") {
+            proptest::prop_assert!(validate(&duration_doc(&d)).unwrap().is_empty());
+            proptest::prop_assert!(humantime::parse_duration(&d).is_ok(), "{}", d);
+        }
     }
 }
