@@ -6,10 +6,19 @@
 //! names the file, line:column, the path inside the document, what is wrong and how to fix it,
 //! and all errors are reported at once.
 
+mod host;
+mod load;
+pub mod locate;
 pub mod model;
+pub mod schema;
+pub mod semantic;
+pub mod yaml;
 
 use std::fmt;
 
+pub use host::check_host;
+pub use load::{error_at, load, LoadedSpec};
+pub use locate::Locations;
 pub use model::ReleaseSpec;
 
 /// One problem in a spec.
