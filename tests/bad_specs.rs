@@ -92,16 +92,3 @@ fn every_bad_spec_has_one_mistake() {
         }
     }
 }
-
-#[test]
-#[ignore = "prints every rendered error, for reviewing wording"]
-fn show() {
-    for file in corpus() {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let name = file.file_name().unwrap().to_string_lossy().to_string();
-        if let Err(e) = spec::load(&name, &text) {
-            print!("{}", e.0[0]);
-            println!();
-        }
-    }
-}
