@@ -1,0 +1,5 @@
+//! Shared helpers for integration tests. Each `tests/*.rs` does `mod common;`.
+#![allow(dead_code)]
+
+pub mod images;
+// pub mod docker;  (engine helpers: another developer adds this)

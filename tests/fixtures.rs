@@ -1,0 +1,381 @@
+//! Checks that the test-image fixtures behave as the other tests assume:
+//! the app's endpoints and failure switches, prompt shutdown, concurrency,
+//! nginx reloads, and a push/pull round trip through the local registry.
+//!
+//! Uses the docker CLI for setup; every container carries `io.reconciler.test=1`
+//! plus a per-test label, and a Drop guard removes them even when an
+//! assertion fails.
+
+mod common;
+
+use common::images::{self, APP_PORT, APP_V1, APP_V2, APP_V3, NGINX, TEST_LABEL};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CASE_LABEL_KEY: &str = "io.reconciler.test.case";
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes every container (and image tag) a test made when dropped.
+struct Cleanup {
+    case: String,
+    image_tags: Vec<String>,
+}
+
+impl Cleanup {
+    fn new(test: &str) -> Self {
+        Cleanup {
+            case: format!("fixtures-{test}-{}", std::process::id()),
+            image_tags: Vec::new(),
+        }
+    }
+
+    fn case_label(&self) -> String {
+        format!("{CASE_LABEL_KEY}={}", self.case)
+    }
+
+    /// `docker run -d` with the test labels; returns the container id.
+    fn run(&self, extra: &[&str], image: &str) -> String {
+        let case_label = self.case_label();
+        let mut args = vec!["run", "-d", "--label", TEST_LABEL, "--label", &case_label];
+        args.extend_from_slice(extra);
+        args.push(image);
+        docker(&args)
+    }
+
+    /// Run an app container with port 8000 published on 127.0.0.1:<random>.
+    fn run_app(&self, image: &str, env: &[&str]) -> (String, u16) {
+        let publish = format!("127.0.0.1:0:{APP_PORT}");
+        let mut extra = vec!["-p", publish.as_str()];
+        for e in env {
+            extra.push("-e");
+            extra.push(e);
+        }
+        let id = self.run(&extra, image);
+        let port = host_port(&id, APP_PORT);
+        (id, port)
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let filter = format!("label={}", self.case_label());
+        let ids = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v"])
+                .args(&ids)
+                .output();
+        }
+        for tag in &self.image_tags {
+            let _ = Command::new("docker").args(["rmi", tag]).output();
+        }
+    }
+}
+
+fn host_port(id: &str, container_port: u16) -> u16 {
+    let out = docker(&["port", id, &format!("{container_port}/tcp")]);
+    let line = out.lines().next().unwrap_or("");
+    line.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("cannot parse `docker port` output {out:?}"))
+}
+
+/// Minimal HTTP GET to 127.0.0.1:port; returns (status, body).
+fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad response {text:?}"),
+        )
+    })?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad status {head:?}"),
+            )
+        })?;
+    Ok((status, body.to_string()))
+}
+
+/// Poll `f` until it returns Some or the deadline passes.
+fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Wait until the app answers HTTP at all (any status), then return GET path.
+fn wait_http(port: u16, path: &str) -> (u16, String) {
+    poll(
+        &format!("HTTP on 127.0.0.1:{port}{path}"),
+        Duration::from_secs(20),
+        || http_get(port, path).ok(),
+    )
+}
+
+#[test]
+fn app_v1_serves_version_and_health() {
+    images::ensure_images(&["app"]);
+    let c = Cleanup::new("v1");
+    let (_id, port) = c.run_app(APP_V1, &[]);
+    assert_eq!(wait_http(port, "/version"), (200, "v1".to_string()));
+    assert_eq!(http_get(port, "/health").unwrap(), (200, "ok".to_string()));
+    assert_eq!(http_get(port, "/nope").unwrap().0, 404);
+}
+
+#[test]
+fn app_versions_are_baked_in_and_env_overrides() {
+    images::ensure_images(&["app"]);
+    let c = Cleanup::new("versions");
+    let (_, p2) = c.run_app(APP_V2, &[]);
+    let (_, p3) = c.run_app(APP_V3, &[]);
+    let (_, po) = c.run_app(APP_V3, &["APP_VERSION=v42"]);
+    assert_eq!(wait_http(p2, "/version"), (200, "v2".to_string()));
+    assert_eq!(wait_http(p3, "/version"), (200, "v3".to_string()));
+    assert_eq!(wait_http(po, "/version"), (200, "v42".to_string()));
+}
+
+#[test]
+fn app_fail_health_answers_500() {
+    images::ensure_images(&["app"]);
+    let c = Cleanup::new("fail-health");
+    let (_, port) = c.run_app(APP_V1, &["APP_FAIL_HEALTH=1"]);
+    assert_eq!(wait_http(port, "/health").0, 500);
+    assert_eq!(http_get(port, "/version").unwrap(), (200, "v1".to_string()));
+}
+
+#[test]
+fn app_fail_verify_answers_500_on_version_only() {
+    images::ensure_images(&["app"]);
+    let c = Cleanup::new("fail-verify");
+    let (_, port) = c.run_app(APP_V2, &["APP_FAIL_VERIFY=1"]);
+    assert_eq!(wait_http(port, "/health"), (200, "ok".to_string()));
+    assert_eq!(http_get(port, "/version").unwrap().0, 500);
+}
+
+#[test]
+fn app_crash_exits_nonzero() {
+    images::ensure_images(&["app"]);
+    let c = Cleanup::new("crash-env");
+    let id = c.run(&["-e", "APP_CRASH=1"], APP_V1);
+    let code = poll(
+        "APP_CRASH=1 container to exit",
+        Duration::from_secs(20),
+        || {
+            let s = docker(&[
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{.State.ExitCode}}",
+                &id,
+            ]);
+            let (status, code) = s.split_once(' ')?;
+            (status == "exited").then(|| code.to_string())
+        },
+    );
+    assert_eq!(code, "1", "APP_CRASH=1 must exit with status 1");
+}
+
+#[test]
+fn app_start_delay_postpones_listening() {
+    images::ensure_images(&["app"]);
+    let c = Cleanup::new("delay");
+    let started = Instant::now();
+    let (_, port) = c.run_app(APP_V1, &["APP_START_DELAY=2"]);
+    assert_eq!(wait_http(port, "/health").0, 200);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "answered after {waited:?}, before APP_START_DELAY=2 elapsed"
+    );
+}
+
+#[test]
+fn app_stops_promptly_on_sigterm() {
+    images::ensure_images(&["app"]);
+    let c = Cleanup::new("stop");
+    let (id, port) = c.run_app(APP_V1, &[]);
+    assert_eq!(wait_http(port, "/health").0, 200);
+    let t = Instant::now();
+    docker(&["stop", "-t", "10", &id]);
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(3), "docker stop took {took:?}");
+    // Also while still sleeping in APP_START_DELAY.
+    let id = c.run(&["-e", "APP_START_DELAY=30"], APP_V1);
+    let t = Instant::now();
+    docker(&["stop", "-t", "10", &id]);
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "docker stop during start delay took {took:?}"
+    );
+}
+
+#[test]
+fn app_serves_concurrent_requests() {
+    images::ensure_images(&["app"]);
+    let c = Cleanup::new("concurrent");
+    let (_, port) = c.run_app(APP_V1, &[]);
+    assert_eq!(wait_http(port, "/health").0, 200);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                for _ in 0..50 {
+                    match http_get(port, "/version") {
+                        Ok((200, body)) if body == "v1" => {}
+                        other => failures.push(format!("{other:?}")),
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let failures: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("request thread"))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of 200 requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}
+
+#[test]
+fn nginx_config_test_and_reload() {
+    images::ensure_images(&["nginx"]);
+    let c = Cleanup::new("nginx");
+    let id = c.run(&["-p", "127.0.0.1:0:80"], NGINX);
+    let port = host_port(&id, 80);
+    assert_eq!(wait_http(port, "/nginx-health"), (200, "ok".to_string()));
+    assert_eq!(http_get(port, "/").unwrap().0, 404);
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.Config.StopSignal}}", &id]),
+        "SIGQUIT"
+    );
+    docker(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "printf 'server {\\n listen 80;\\n location / { default_type text/plain; return 200 \"reloaded\"; }\\n}\\n' > /etc/nginx/conf.d/test.conf",
+    ]);
+    docker(&["exec", &id, "nginx", "-t"]);
+    docker(&["kill", "-s", "HUP", &id]);
+    let body = poll(
+        "nginx to serve the reloaded config",
+        Duration::from_secs(10),
+        || match http_get(port, "/") {
+            Ok((200, b)) => Some(b),
+            _ => None,
+        },
+    );
+    assert_eq!(body, "reloaded");
+    let t = Instant::now();
+    docker(&["stop", &id]);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "nginx stop took {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn registry_push_pull_round_trip() {
+    images::ensure_images(&["app"]);
+    let port = images::ensure_registry();
+    let mut c = Cleanup::new("registry");
+    // A throwaway image whose layer exists nowhere else, so the pull must
+    // really fetch it from the registry.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let marker = format!("{}-{nanos}", c.case);
+    let cid = docker(&[
+        "create",
+        "--label",
+        TEST_LABEL,
+        "--label",
+        &c.case_label(),
+        images::BUSYBOX,
+        "sh",
+        "-c",
+        &format!("echo {marker} > /marker"),
+    ]);
+    docker(&["start", "-a", &cid]);
+    let tag = format!(
+        "127.0.0.1:{port}/reconciler-test/probe:{}",
+        std::process::id()
+    );
+    c.image_tags.push(tag.clone());
+    docker(&["commit", &cid, &tag]);
+    docker(&["push", &tag]);
+    docker(&["rmi", &tag]);
+    docker(&["pull", &tag]);
+    let out = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--label",
+            TEST_LABEL,
+            "--label",
+            &c.case_label(),
+            &tag,
+            "cat",
+            "/marker",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), marker);
+}
