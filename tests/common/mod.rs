@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod images;
-// pub mod docker;  (engine helpers: another developer adds this)
+pub mod docker;
+pub mod gitrepo;
