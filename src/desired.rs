@@ -189,7 +189,11 @@ pub struct Gate {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Probe {
     /// GET `path` on the container's address must answer `expect`.
-    Http { port: u16, path: String, expect: u16 },
+    Http {
+        port: u16,
+        path: String,
+        expect: u16,
+    },
     /// A TCP connect to the container's address must succeed.
     Tcp { port: u16 },
     /// A command run inside the container must exit 0.

@@ -60,7 +60,10 @@ mod tests {
         let s = Secret::new("hunter2-planted");
         assert_eq!(format!("{s:?}"), REDACTED);
         assert_eq!(format!("{s}"), REDACTED);
-        assert_eq!(format!("{:#?}", vec![s.clone()]), format!("[\n    {REDACTED},\n]"));
+        assert_eq!(
+            format!("{:#?}", vec![s.clone()]),
+            format!("[\n    {REDACTED},\n]")
+        );
         let json = serde_json::to_string(&s).unwrap();
         assert!(!json.contains("hunter2"), "{json}");
         assert_eq!(s.expose(), "hunter2-planted");

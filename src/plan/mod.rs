@@ -103,13 +103,28 @@ pub struct Step {
 pub enum Action {
     /// Pull an image that is not on this host. All pulls come first, so a missing image fails
     /// the release before anything on the host has changed.
-    PullImage { image: String },
-    CreateNetwork { name: String, spec: NetworkSpec },
-    CreateVolume { name: String, spec: VolumeSpec },
+    PullImage {
+        image: String,
+    },
+    CreateNetwork {
+        name: String,
+        spec: NetworkSpec,
+    },
+    CreateVolume {
+        name: String,
+        spec: VolumeSpec,
+    },
     /// Stop a running container (undo: start it again).
-    StopContainer { service: String, name: String },
+    StopContainer {
+        service: String,
+        name: String,
+    },
     /// Move a container out of the way, keeping it (undo: rename back).
-    RenameContainer { service: String, from: String, to: String },
+    RenameContainer {
+        service: String,
+        from: String,
+        to: String,
+    },
     /// Create a container with the ownership labels (undo: remove it).
     CreateContainer {
         service: String,
@@ -118,12 +133,24 @@ pub enum Action {
         config_hash: String,
         config: Box<ContainerConfig>,
     },
-    StartContainer { service: String, name: String },
+    StartContainer {
+        service: String,
+        name: String,
+    },
     /// Wait until the gate passes or its deadline expires; fails fast when the container exits.
-    AwaitHealthy { service: String, name: String, gate: Gate },
+    AwaitHealthy {
+        service: String,
+        name: String,
+        gate: Gate,
+    },
     /// Remove a container for good. Only after every gate of the release has passed.
-    RemoveContainer { service: String, name: String },
-    RemoveNetwork { name: String },
+    RemoveContainer {
+        service: String,
+        name: String,
+    },
+    RemoveNetwork {
+        name: String,
+    },
 }
 
 impl Action {

@@ -49,7 +49,11 @@ pub struct SpecErrors(pub Vec<SpecError>);
 impl fmt::Display for SpecErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        writeln!(f, "{n} error{} in the release spec:", if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{n} error{} in the release spec:",
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             writeln!(f, "  {e}")?;
         }
