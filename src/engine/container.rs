@@ -402,15 +402,11 @@ impl Engine {
     }
 
     pub async fn start_container(&self, name: &str) -> Result<(), EngineError> {
-        match self
-            .docker
+        // Starting a running container is a 304, which bollard reports as success: fine.
+        self.docker
             .start_container(name, None::<StartContainerOptions>)
             .await
-        {
-            // 304: already running, which is what we asked for.
-            Err(e) if status_of(&e) == Some(304) => Ok(()),
-            other => other.map_err(op_error("start", Container, name)),
-        }
+            .map_err(op_error("start", Container, name))
     }
 
     /// Stops a container, giving it `timeout` (or its own stop timeout when `None`) before the
@@ -420,15 +416,21 @@ impl Engine {
         name: &str,
         timeout: Option<Duration>,
     ) -> Result<bool, EngineError> {
+        // The engine answers 304 for a stopped container, which bollard reports as success;
+        // ask first, so an undo does not start a container that was not running.
+        let was_running = matches!(
+            self.inspect_container(name).await?.state,
+            ContainerState::Running | ContainerState::Restarting | ContainerState::Paused
+        );
         let options = StopContainerOptions {
             t: timeout.and_then(|t| i32::try_from(t.as_secs()).ok()),
             ..Default::default()
         };
-        match self.docker.stop_container(name, Some(options)).await {
-            Ok(()) => Ok(true),
-            Err(e) if status_of(&e) == Some(304) => Ok(false),
-            Err(e) => Err(op_error("stop", Container, name)(e)),
-        }
+        self.docker
+            .stop_container(name, Some(options))
+            .await
+            .map_err(op_error("stop", Container, name))?;
+        Ok(was_running)
     }
 
     /// Stops a container with the grace period its config asks for, or the default.
