@@ -196,7 +196,11 @@ pub fn mutating_events(release: &str, since: SystemTime, until: SystemTime) -> V
         let typ = event["Type"].as_str().unwrap_or_default();
         let action = event["Action"].as_str().unwrap_or_default();
         let attrs = &event["Actor"]["Attributes"];
-        let name = attrs["name"].as_str().unwrap_or_default();
+        // Volume events carry the name only as the actor id.
+        let name = attrs["name"]
+            .as_str()
+            .or_else(|| event["Actor"]["ID"].as_str())
+            .unwrap_or_default();
         let ours = attrs[RELEASE_LABEL].as_str() == Some(release)
             || name == release
             || name.starts_with(&prefix);
