@@ -235,9 +235,10 @@ async fn run_step(
             Ok(None)
         }
         Action::RemoveContainer { name, .. } => {
-            // The old container was stopped by an earlier step; force only covers a container
-            // that was restarted behind our back.
-            engine.remove_container(name, true).await.map_err(err)?;
+            // Normally stopped by an earlier step; one restarted behind our back gets its
+            // grace period rather than a forced kill.
+            engine.stop_container_gracefully(name).await.map_err(err)?;
+            engine.remove_container(name, false).await.map_err(err)?;
             Ok(None)
         }
         Action::RemoveNetwork { name } => {

@@ -615,3 +615,65 @@ async fn a_missing_image_fails_the_plan_before_anything_changes() {
     assert!(d::mutating_events(&rel.name, since, d::instant()).is_empty());
     let _ = BUSYBOX;
 }
+
+#[tokio::test]
+async fn a_replacement_removes_the_old_container_last_and_reports_final_failures() {
+    d::require_images(&[APP_V1, APP_V2]);
+    let engine = d::engine().await;
+    let rel = TestRelease::new("replace");
+    let net = rel.obj("net");
+    engine
+        .create_network(&net, &net_spec(), &rel.name)
+        .await
+        .expect("net");
+    let name = rel.obj("api");
+    let old_id = run_direct(&engine, &rel, "api", &name, &app(APP_V1, &net, &[])).await;
+    let parked = rel.obj("api-old");
+    let mut steps = vec![
+        Action::StopContainer {
+            service: "api".into(),
+            name: name.clone(),
+        },
+        Action::RenameContainer {
+            service: "api".into(),
+            from: name.clone(),
+            to: parked.clone(),
+        },
+    ];
+    steps.extend(deploy(
+        "api",
+        &name,
+        app(APP_V2, &net, &[]),
+        gate(http_health(), Duration::from_secs(20)),
+    ));
+    steps.push(Action::RemoveContainer {
+        service: "api".into(),
+        name: parked.clone(),
+    });
+    // A final step that fails: reported, and the release stands.
+    let ghost = rel.obj("ghost");
+    steps.push(Action::RemoveNetwork {
+        name: ghost.clone(),
+    });
+    let t0 = Instant::now();
+    let report = apply::apply(&engine, &plan(&rel.name, steps), &ApplyOptions::default())
+        .await
+        .expect("apply");
+    eprintln!(
+        "recreate (stop, rename, create, start, gate, remove) took {} ms",
+        t0.elapsed().as_millis()
+    );
+    assert_eq!(report.steps.len(), 6);
+    assert_eq!(
+        report.final_failures.len(),
+        1,
+        "{:?}",
+        report.final_failures
+    );
+    assert_eq!(report.final_failures[0].target, ghost);
+    assert!(report.final_failures[0].reason.contains(&ghost));
+    assert!(!d::container_exists(&parked));
+    assert_ne!(d::inspect(&name, "{{.Id}}"), old_id);
+    assert_eq!(d::inspect(&name, "{{.Config.Image}}"), APP_V2);
+    assert_eq!(d::inspect(&name, "{{.State.Status}}"), "running");
+}

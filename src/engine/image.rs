@@ -68,10 +68,17 @@ fn docker_config_path() -> Option<PathBuf> {
 /// The `auths` entry for `reference`'s registry in the Docker config file (`$DOCKER_CONFIG` or
 /// `~/.docker/config.json`), if any. Credential helpers are not consulted.
 pub fn registry_credentials_for(reference: &str) -> Result<Option<RegistryAuth>, EngineError> {
-    let Some(path) = docker_config_path() else {
-        return Ok(None);
-    };
-    let text = match std::fs::read_to_string(&path) {
+    match docker_config_path() {
+        Some(path) => credentials_from_file(&path, reference),
+        None => Ok(None),
+    }
+}
+
+fn credentials_from_file(
+    path: &std::path::Path,
+    reference: &str,
+) -> Result<Option<RegistryAuth>, EngineError> {
+    let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
@@ -197,6 +204,47 @@ mod tests {
             ("127.0.0.1:5000/app", "v2")
         );
         assert_eq!(split_reference("app@sha256:abc"), ("app", "sha256:abc"));
+    }
+
+    #[test]
+    fn credentials_come_from_the_auths_entry_of_the_registry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.json");
+        let encoded = base64::engine::general_purpose::STANDARD.encode("bob:s3cret");
+        let config = serde_json::json!({
+            "auths": {
+                "ghcr.io": { "auth": encoded },
+                "https://index.docker.io/v1/": { "auth": base64::engine::general_purpose::STANDARD.encode("hub:pw") },
+                "https://registry.example.com:5000/v2/": { "auth": base64::engine::general_purpose::STANDARD.encode("ex:pw2") },
+            }
+        });
+        std::fs::write(&path, config.to_string()).expect("write");
+        let auth = credentials_from_file(&path, "ghcr.io/acme/api:v1")
+            .expect("read")
+            .expect("found");
+        assert_eq!(
+            (auth.username.as_str(), auth.password.as_str()),
+            ("bob", "s3cret")
+        );
+        let hub = credentials_from_file(&path, "nginx:1")
+            .expect("read")
+            .expect("found");
+        assert_eq!(hub.username, "hub");
+        let ex = credentials_from_file(&path, "registry.example.com:5000/x")
+            .expect("read")
+            .expect("found");
+        assert_eq!(ex.username, "ex");
+        assert!(credentials_from_file(&path, "quay.io/x/y")
+            .expect("read")
+            .is_none());
+        assert!(
+            credentials_from_file(&dir.path().join("absent.json"), "nginx")
+                .expect("absent file is no credentials")
+                .is_none()
+        );
+        std::fs::write(&path, "{not json").expect("write");
+        let err = credentials_from_file(&path, "nginx").expect_err("bad json");
+        assert!(err.to_string().contains("not valid JSON"), "{err}");
     }
 
     #[test]
