@@ -328,7 +328,14 @@ async fn a_crashing_container_fails_the_gate_fast() {
     steps.extend(deploy(
         "api",
         &name,
-        app(APP_V1, &net, &[("APP_CRASH", "1")]),
+        {
+            let mut config = app(APP_V1, &net, &[("APP_CRASH", "1")]);
+            config.env.insert(
+                "API_TOKEN".into(),
+                EnvValue::Sensitive(reconciler::secret::Secret::new("planted-crash-secret")),
+            );
+            config
+        },
         gate(http_health(), Duration::from_secs(30)),
     ));
     let t0 = Instant::now();
@@ -343,6 +350,7 @@ async fn a_crashing_container_fails_the_gate_fast() {
     let msg = err.to_string();
     assert!(msg.contains("exited with code 1"), "{msg}");
     assert!(msg.contains("service `api`"), "{msg}");
+    assert!(!format!("{msg} {err:?}").contains("planted-crash-secret"));
     assert!(
         took < Duration::from_secs(30),
         "fail fast, not at the deadline"
@@ -676,4 +684,47 @@ async fn a_replacement_removes_the_old_container_last_and_reports_final_failures
     assert_ne!(d::inspect(&name, "{{.Id}}"), old_id);
     assert_eq!(d::inspect(&name, "{{.Config.Image}}"), APP_V2);
     assert_eq!(d::inspect(&name, "{{.State.Status}}"), "running");
+}
+
+#[tokio::test]
+async fn http_probe_on_internal_networks_runs_inside_the_container() {
+    d::require_images(&[APP_V1]);
+    let engine = d::engine().await;
+    let rel = TestRelease::new("internal");
+    let net = rel.obj("net");
+    let spec = NetworkSpec {
+        internal: true,
+        ..net_spec()
+    };
+    engine
+        .create_network(&net, &spec, &rel.name)
+        .await
+        .expect("net");
+    let name = rel.obj("api");
+    run_direct(&engine, &rel, "api", &name, &app(APP_V1, &net, &[])).await;
+    let report = health::await_healthy(
+        &engine,
+        &name,
+        &gate(http_health(), Duration::from_secs(10)),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("wget inside the container");
+    assert_eq!(report.last, "exit 0");
+
+    // A non-2xx expectation cannot be checked with wget: said at once.
+    let probe = Probe::Http {
+        port: APP_PORT,
+        path: "/missing".into(),
+        expect: 404,
+    };
+    let err = health::await_healthy(
+        &engine,
+        &name,
+        &gate(probe, Duration::from_secs(10)),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect_err("unusable");
+    assert!(matches!(err, GateError::Unusable { .. }), "{err}");
 }
