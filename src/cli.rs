@@ -318,7 +318,6 @@ async fn apply(
     let cancel = daemon::shutdown_token();
     let options = ApplyOptions {
         cancel: cancel.clone(),
-        ..ApplyOptions::default()
     };
     let started = std::time::Instant::now();
     let report = reconcile::apply(&engine, &plan, &options).await?;

@@ -28,10 +28,16 @@ pub struct RunOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The host already matched the revision.
-    InSync { revision: String },
-    Applied { revision: String },
+    InSync {
+        revision: String,
+    },
+    Applied {
+        revision: String,
+    },
     /// The revision failed before; it waits for a new commit (or `--retry`).
-    SkippedFailed { revision: String },
+    SkippedFailed {
+        revision: String,
+    },
 }
 
 /// When to run the next cycle (kube-runtime's `Action`): a value, never a side effect.
@@ -188,7 +194,6 @@ async fn reconcile(cycle: &mut Cycle) -> Result<Outcome, ReconcileError> {
     info!(%revision, add, change, destroy, "applying");
     let options = ApplyOptions {
         cancel: cycle.cancel.clone(),
-        ..ApplyOptions::default()
     };
     match reconcile::apply(&cycle.engine, &plan, &options).await {
         Ok(_) => {

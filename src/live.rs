@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::engine::{ContainerInfo, Engine, EngineError};
+use crate::labels;
+
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct LiveState {
     pub release: String,
@@ -87,4 +90,100 @@ pub struct LiveNetwork {
 pub struct LiveVolume {
     pub name: String,
     pub driver: String,
+}
+
+/// Observes what the engine runs for `release`: its containers (stopped ones too), networks and
+/// volumes, found by ownership label (so objects without our labels are never seen, hence never
+/// touched), and the local id of each image in `images`.
+pub async fn observe(
+    engine: &Engine,
+    release: &str,
+    images: &[String],
+) -> Result<LiveState, EngineError> {
+    let filter = labels::release_filter(release);
+
+    let mut containers = Vec::new();
+    for summary in engine.list_containers(&filter).await? {
+        // Inspect by id: a name may change under us (a concurrent rename), an id cannot.
+        let info = match engine.inspect_container(&summary.id).await {
+            Ok(info) => info,
+            // Removed between list and inspect: it is gone, which is what we would observe.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        containers.push(live_container(info)?);
+    }
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut networks: Vec<LiveNetwork> = engine
+        .list_networks(&filter)
+        .await?
+        .into_iter()
+        .map(|n| LiveNetwork {
+            id: n.id,
+            name: n.name,
+            internal: n.internal,
+            driver: n.driver,
+        })
+        .collect();
+    networks.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut volumes: Vec<LiveVolume> = engine
+        .list_volumes(&filter)
+        .await?
+        .into_iter()
+        .map(|v| LiveVolume {
+            name: v.name,
+            driver: v.driver,
+        })
+        .collect();
+    volumes.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut image_ids = BTreeMap::new();
+    for image in images {
+        if !image_ids.contains_key(image) {
+            image_ids.insert(image.clone(), engine.image_id(image).await?);
+        }
+    }
+
+    Ok(LiveState {
+        release: release.to_string(),
+        containers,
+        networks,
+        volumes,
+        images: image_ids,
+    })
+}
+
+/// Reads our labels off an inspected container. Missing or unreadable labels are an error
+/// naming the container: never skipped, or the planner would create a duplicate beside it.
+fn live_container(info: ContainerInfo) -> Result<LiveContainer, EngineError> {
+    let malformed = |reason: String| EngineError::MalformedLabels {
+        name: info.name.clone(),
+        reason,
+    };
+    let label = |key: &str| info.labels.get(key).filter(|v| !v.is_empty()).cloned();
+    let service = label(labels::SERVICE)
+        .ok_or_else(|| malformed(format!("`{}` is missing", labels::SERVICE)))?;
+    let config = match label(labels::CONFIG) {
+        Some(text) => Some(
+            serde_json::from_str::<serde_json::Value>(&text)
+                .map_err(|e| malformed(format!("`{}` is not valid JSON: {e}", labels::CONFIG)))?,
+        ),
+        None => None,
+    };
+    Ok(LiveContainer {
+        service,
+        color: label(labels::COLOR),
+        revision: label(labels::REVISION),
+        config_hash: label(labels::CONFIG_HASH),
+        config,
+        id: info.id,
+        name: info.name,
+        image: info.image,
+        image_id: info.image_id,
+        state: info.state,
+        health: info.health,
+        restart_count: info.restart_count,
+    })
 }

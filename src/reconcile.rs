@@ -53,10 +53,17 @@ pub enum ReconcileError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// Boxed: the failure report is large and this error travels through every cycle.
     #[error(transparent)]
-    Apply(#[from] ApplyError),
+    Apply(Box<ApplyError>),
     #[error("the git fetch task failed: {0}")]
     Join(String),
+}
+
+impl From<ApplyError> for ReconcileError {
+    fn from(e: ApplyError) -> Self {
+        ReconcileError::Apply(Box::new(e))
+    }
 }
 
 impl ReconcileError {
@@ -75,14 +82,14 @@ pub struct Loaded {
 }
 
 /// Fetches (git) or reads (local) the source and returns its tree.
-pub async fn fetch(origin: &Origin, state_dir: &Path) -> Result<Arc<dyn SourceTree>, ReconcileError> {
+pub async fn fetch(
+    origin: &Origin,
+    state_dir: &Path,
+) -> Result<Arc<dyn SourceTree>, ReconcileError> {
     match origin {
         Origin::Git(config) => {
             let source = Arc::new(GitSource::new(config.clone(), state_dir)?);
-            let snapshot = source
-                .fetch_async()
-                .await
-                .map_err(ReconcileError::from)?;
+            let snapshot = source.fetch_async().await.map_err(ReconcileError::from)?;
             Ok(Arc::new(snapshot))
         }
         Origin::Local { dir, path } => Ok(Arc::new(

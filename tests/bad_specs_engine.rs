@@ -11,14 +11,6 @@ use std::process::Command;
 use common::docker::mutating_events_of_all_releases;
 use common::gitrepo::TestRepo;
 
-fn docker_time() -> String {
-    let out = Command::new("docker")
-        .args(["system", "info", "-f", "{{.SystemTime}}"])
-        .output()
-        .expect("docker runs");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn apply_rejects_every_bad_spec_and_changes_nothing() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_specs");
@@ -32,7 +24,7 @@ fn apply_rejects_every_bad_spec_and_changes_nothing() {
     assert!(cases.len() >= 30, "only {} bad specs", cases.len());
 
     let state = tempfile::tempdir().expect("state dir");
-    let since = docker_time();
+    let since = common::docker::instant();
     for case in &cases {
         let text = std::fs::read_to_string(case).expect("read case");
         let expect_path = header(&text, "expect-path");
@@ -50,21 +42,43 @@ fn apply_rejects_every_bad_spec_and_changes_nothing() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{}: {stderr}", case.display());
         if let Some(p) = expect_path.filter(|p| !p.is_empty()) {
-            assert!(stderr.contains(&format!(": {p}: ")) || stderr.contains(&p), "{}: path {p} not in {stderr}", case.display());
+            assert!(
+                stderr.contains(&format!(": {p}: ")) || stderr.contains(&p),
+                "{}: path {p} not in {stderr}",
+                case.display()
+            );
         }
         if let Some(m) = expect_message {
-            assert!(stderr.contains(&m), "{}: message {m:?} not in {stderr}", case.display());
+            assert!(
+                stderr.contains(&m),
+                "{}: message {m:?} not in {stderr}",
+                case.display()
+            );
         }
-        assert!(stderr.contains("release.yaml:"), "{}: no file:line in {stderr}", case.display());
+        assert!(
+            stderr.contains("release.yaml:"),
+            "{}: no file:line in {stderr}",
+            case.display()
+        );
     }
-    let until = docker_time();
-    let events = mutating_events_of_all_releases(&since, &until);
-    assert!(events.is_empty(), "bad specs changed the engine: {events:?}");
-    eprintln!("{} bad specs rejected by apply, no engine change", cases.len());
+    let until = common::docker::instant();
+    let events = mutating_events_of_all_releases(since, until);
+    assert!(
+        events.is_empty(),
+        "bad specs changed the engine: {events:?}"
+    );
+    eprintln!(
+        "{} bad specs rejected by apply, no engine change",
+        cases.len()
+    );
 }
 
 fn header(text: &str, key: &str) -> Option<String> {
     text.lines()
         .filter_map(|l| l.strip_prefix('#'))
-        .find_map(|l| l.trim().strip_prefix(&format!("{key}:")).map(|v| v.trim().to_string()))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix(&format!("{key}:"))
+                .map(|v| v.trim().to_string())
+        })
 }

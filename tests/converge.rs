@@ -44,8 +44,15 @@ fn text(out: &Output) -> String {
 }
 
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker runs");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -69,10 +76,10 @@ services:
     health: {{ http: {{ port: 8000, path: /health, expect: 200 }}, interval: 200ms, deadline: 30s }}
   cache:
     image: reconciler-test/busybox:1
-    command: ["sh", "-c", "mkdir -p /data/www && exec httpd -f -p 6379 -h /data/www"]
+    command: ["sh", "-c", "mkdir -p /data; trap 'exit 0' TERM; httpd -f -p 6379 -h /data & wait"]
     volumes: ["data:/data"]
     networks: [backend]
-    healthcheck: {{ test: ["CMD", "nc", "-z", "127.0.0.1", "6379"], interval: 1s, timeout: 2s, retries: 20 }}
+    healthcheck: {{ test: ["CMD", "nc", "-w", "2", "127.0.0.1", "6379"], interval: 1s, timeout: 2s, retries: 20 }}
 "#
     )
 }
@@ -100,7 +107,10 @@ fn converges_is_idempotent_shows_changes_and_repairs_drift() {
     let release = TestRelease::new("converge");
     let port = free_port();
     let repo = TestRepo::new();
-    repo.write("release.yaml", &spec(&release.name, "reconciler-test/app:v1", port));
+    repo.write(
+        "release.yaml",
+        &spec(&release.name, "reconciler-test/app:v1", port),
+    );
     let rev1 = repo.commit("v1");
     let r = Reconciler::new();
     let url = repo.url();
@@ -111,18 +121,37 @@ fn converges_is_idempotent_shows_changes_and_repairs_drift() {
     let shown = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(shown.contains("+ service web"), "{shown}");
     assert!(shown.contains("+ network backend"), "{shown}");
-    assert!(shown.contains("Plan: 5 to add, 0 to change, 0 to destroy."), "{shown}");
+    assert!(
+        shown.contains("Plan: 5 to add, 0 to change, 0 to destroy."),
+        "{shown}"
+    );
 
     let out = r.run(&["apply", "--repo", &url]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(http_get(port, "/version").as_deref(), Some("v1"));
     let web = format!("{}-web", release.name);
     let cache = format!("{}-cache", release.name);
-    assert_eq!(docker(&["inspect", "-f", "{{index .Config.Labels \"io.reconciler.revision\"}}", &web]), rev1);
-    assert_eq!(docker(&["inspect", "-f", "{{.State.Health.Status}}", &cache]), "healthy");
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"io.reconciler.revision\"}}",
+            &web
+        ]),
+        rev1
+    );
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Health.Status}}", &cache]),
+        "healthy"
+    );
 
     // Dependency order: web was created only after cache passed its health gate.
-    let cache_healthy = docker(&["inspect", "-f", "{{(index .State.Health.Log 0).End}}", &cache]);
+    let cache_healthy = docker(&[
+        "inspect",
+        "-f",
+        "{{(index .State.Health.Log 0).End}}",
+        &cache,
+    ]);
     let web_created = docker(&["inspect", "-f", "{{.Created}}", &web]);
     assert!(
         chrono_order(&cache_healthy, &web_created),
@@ -133,18 +162,24 @@ fn converges_is_idempotent_shows_changes_and_repairs_drift() {
     assert_eq!(code(&out), 0, "{}", text(&out));
 
     // Idempotence: a second apply makes no create/start/stop/remove on the engine.
-    let since = docker(&["system", "info", "-f", "{{.SystemTime}}"]);
+    let since = common::docker::instant();
     let started = Instant::now();
     let out = r.run(&["apply", "--repo", &url]);
     let noop = started.elapsed();
     assert_eq!(code(&out), 0, "{}", text(&out));
-    let until = docker(&["system", "info", "-f", "{{.SystemTime}}"]);
-    let events = mutating_events(&release.name, &since, &until);
-    assert!(events.is_empty(), "a no-op apply changed the engine: {events:?}");
+    let until = common::docker::instant();
+    let events = mutating_events(&release.name, since, until);
+    assert!(
+        events.is_empty(),
+        "a no-op apply changed the engine: {events:?}"
+    );
     eprintln!("no-op apply took {noop:?}");
 
     // An image change is a one-service `~` with the field, exit 1; exit 0 after apply.
-    repo.write("release.yaml", &spec(&release.name, "reconciler-test/app:v2", port));
+    repo.write(
+        "release.yaml",
+        &spec(&release.name, "reconciler-test/app:v2", port),
+    );
     repo.commit("v2");
     let out = r.run(&["diff", "--repo", &url, "--output", "json"]);
     assert_eq!(code(&out), 1, "{}", text(&out));
@@ -161,7 +196,14 @@ fn converges_is_idempotent_shows_changes_and_repairs_drift() {
     let out = r.run(&["diff", "--repo", &url]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     // The replaced container is gone: one container per service.
-    let names = docker(&["ps", "-a", "--filter", &format!("label=io.reconciler.release={}", release.name), "--format", "{{.Names}}"]);
+    let names = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=io.reconciler.release={}", release.name),
+        "--format",
+        "{{.Names}}",
+    ]);
     let mut names: Vec<&str> = names.lines().collect();
     names.sort();
     assert_eq!(names, [cache.as_str(), web.as_str()]);
@@ -170,7 +212,11 @@ fn converges_is_idempotent_shows_changes_and_repairs_drift() {
     docker(&["rm", "-f", &web]);
     let out = r.run(&["diff", "--repo", &url]);
     assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("+ service web"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("+ service web"),
+        "{}",
+        text(&out)
+    );
     let out = r.run(&["apply", "--repo", &url]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(http_get(port, "/version").as_deref(), Some("v2"));
@@ -178,10 +224,17 @@ fn converges_is_idempotent_shows_changes_and_repairs_drift() {
     docker(&["stop", "-t", "1", &cache]);
     let out = r.run(&["diff", "--repo", &url]);
     assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("container exited"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("container exited"),
+        "{}",
+        text(&out)
+    );
     let out = r.run(&["apply", "--repo", &url]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(docker(&["inspect", "-f", "{{.State.Running}}", &cache]), "true");
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Running}}", &cache]),
+        "true"
+    );
 }
 
 /// RFC 3339 timestamps from the engine, compared as text after normalising the fraction:
@@ -189,7 +242,10 @@ fn converges_is_idempotent_shows_changes_and_repairs_drift() {
 fn chrono_order(a: &str, b: &str) -> bool {
     fn key(t: &str) -> String {
         // 2026-11-23T10:46:23.123456789Z and 2026-11-23T10:46:23.1Z must compare right.
-        let (secs, frac) = t.trim_end_matches('Z').split_once('.').unwrap_or((t.trim_end_matches('Z'), ""));
+        let (secs, frac) = t
+            .trim_end_matches('Z')
+            .split_once('.')
+            .unwrap_or((t.trim_end_matches('Z'), ""));
         let frac: String = frac.chars().take_while(char::is_ascii_digit).collect();
         format!("{secs}.{frac:0<9}")
     }
@@ -203,8 +259,20 @@ fn unowned_containers_are_left_alone() {
     // Same release name in a label-free container, and a container of another "release" made
     // by hand with a look-alike name: neither is ours.
     let stranger = format!("{}-stranger", release.name);
-    docker(&["run", "-d", "--name", &stranger, "--label", "io.reconciler.test=1", "--label", &format!("io.reconciler.release={}", release.name), "reconciler-test/busybox:1", "sleep", "300"]);
-    let _stranger_cleanup = common::docker::RemoveOnDrop(stranger.clone());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &stranger,
+        "--label",
+        "io.reconciler.test=1",
+        "--label",
+        &format!("io.reconciler.release={}", release.name),
+        "reconciler-test/busybox:1",
+        "sleep",
+        "300",
+    ]);
+    release.remove_on_drop(&stranger);
     let repo = TestRepo::new();
     repo.write(
         "release.yaml",
@@ -216,7 +284,10 @@ fn unowned_containers_are_left_alone() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     let out = r.run(&["diff", "--repo", &repo.url()]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(docker(&["inspect", "-f", "{{.State.Running}}", &stranger]), "true");
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Running}}", &stranger]),
+        "true"
+    );
 }
 
 #[test]
@@ -229,23 +300,35 @@ fn a_missing_image_fails_before_anything_changes() {
     );
     repo.commit("missing image");
     let r = Reconciler::new();
-    let since = docker(&["system", "info", "-f", "{{.SystemTime}}"]);
+    let since = common::docker::instant();
     let out = r.run(&["apply", "--repo", &repo.url()]);
-    let until = docker(&["system", "info", "-f", "{{.SystemTime}}"]);
+    let until = common::docker::instant();
     assert_ne!(code(&out), 0, "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("127.0.0.1:1/reconciler-test/missing:1"), "{err}");
+    assert!(
+        err.contains("127.0.0.1:1/reconciler-test/missing:1"),
+        "{err}"
+    );
     assert!(err.contains("fix"), "{err}");
-    assert!(mutating_events(&release.name, &since, &until).is_empty());
+    assert!(mutating_events(&release.name, since, until).is_empty());
 }
 
 #[test]
 fn a_dead_engine_is_a_clear_error() {
     let repo = TestRepo::new();
-    repo.write("release.yaml", "version: 1\nrelease: deadengine\nservices:\n  a: { image: 'x:1' }\n");
+    repo.write(
+        "release.yaml",
+        "version: 1\nrelease: deadengine\nservices:\n  a: { image: 'x:1' }\n",
+    );
     repo.commit("x");
     let r = Reconciler::new();
-    let out = r.run(&["diff", "--repo", &repo.url(), "--docker-host", "unix:///nonexistent/docker.sock"]);
+    let out = r.run(&[
+        "diff",
+        "--repo",
+        &repo.url(),
+        "--docker-host",
+        "unix:///nonexistent/docker.sock",
+    ]);
     assert_eq!(code(&out), 2, "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/docker.sock"), "{err}");

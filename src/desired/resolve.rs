@@ -627,7 +627,9 @@ mod tests {
         }
         fn read_file(&self, path: &str) -> io::Result<String> {
             match path {
-                "/etc/shop/api.env" => Ok("# comment\nexport A=1\nB=\"two words\"\n\nLOG_LEVEL=debug\n".to_string()),
+                "/etc/shop/api.env" => {
+                    Ok("# comment\nexport A=1\nB=\"two words\"\n\nLOG_LEVEL=debug\n".to_string())
+                }
                 "/run/secrets/token" => Ok("tok-planted\n".to_string()),
                 _ => Err(io::Error::new(io::ErrorKind::NotFound, "no such file")),
             }
@@ -657,7 +659,11 @@ services:
         );
         let d = resolve(&s, "abc", &Host).unwrap();
         let env = &d.services[0].container.env;
-        assert_eq!(env["LOG_LEVEL"], EnvValue::Plain("info".into()), "environment wins over env_file");
+        assert_eq!(
+            env["LOG_LEVEL"],
+            EnvValue::Plain("info".into()),
+            "environment wins over env_file"
+        );
         assert_eq!(env["FROM_HOST"], EnvValue::Plain("hostvalue".into()));
         assert!(env["A"].is_sensitive() && env["B"].is_sensitive());
         match &env["TOKEN"] {
@@ -667,7 +673,10 @@ services:
         // The default network is created and the service joins it under its own name.
         assert_eq!(d.networks.len(), 1);
         assert_eq!(d.networks[0].name, "shop-default");
-        assert_eq!(d.services[0].container.networks[0].aliases, vec!["api".to_string()]);
+        assert_eq!(
+            d.services[0].container.networks[0].aliases,
+            vec!["api".to_string()]
+        );
         let shown = format!("{:?} {}", d, d.services[0].container.canonical_json());
         for planted in ["planted-pw", "tok-planted", "two words"] {
             assert!(!shown.contains(planted), "{planted} leaked: {shown}");
@@ -692,7 +701,11 @@ services:
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["services.api.env_file", "services.api.environment.UNSET_VAR", "services.api.secrets.X.env"]
+            [
+                "services.api.env_file",
+                "services.api.environment.UNSET_VAR",
+                "services.api.secrets.X.env"
+            ]
         );
         assert!(errors[2].fix.contains("export NOT_THERE"));
     }
@@ -711,7 +724,10 @@ services:
         let s = spec("version: 1\nrelease: r\nservices:\n  a: { image: 'i:1', secrets: { K: { env: API_DB_URL } } }\n");
         let a = resolve(&s, "1", &Host).unwrap();
         let b = resolve(&s, "1", &Rotated).unwrap();
-        assert_eq!(a.services[0].container.canonical_json(), b.services[0].container.canonical_json());
+        assert_eq!(
+            a.services[0].container.canonical_json(),
+            b.services[0].container.canonical_json()
+        );
         assert_ne!(a.services[0].config_hash, b.services[0].config_hash);
     }
 
@@ -728,18 +744,36 @@ services:
         let p = |s: &str| parse_port(&PortSpec::Short(s.to_string()));
         assert_eq!(p("127.0.0.1:8080:80").unwrap().host_ip, "127.0.0.1");
         assert_eq!(p("8080:80/udp").unwrap().protocol, "udp");
-        assert_eq!(parse_port(&PortSpec::Number(9000)).unwrap().container_port, 9000);
+        assert_eq!(
+            parse_port(&PortSpec::Number(9000)).unwrap().container_port,
+            9000
+        );
         assert!(p("99999:80").is_err());
         assert!(p("80:80/sctp").is_err());
         let m = parse_mount("shop", "pgdata:/var/lib/pg:ro").unwrap();
-        assert_eq!((m.kind, m.source.as_str(), m.read_only), (MountKind::Volume, "shop-pgdata", true));
-        assert_eq!(parse_mount("shop", "/srv/x:/x").unwrap().kind, MountKind::Bind);
+        assert_eq!(
+            (m.kind, m.source.as_str(), m.read_only),
+            (MountKind::Volume, "shop-pgdata", true)
+        );
+        assert_eq!(
+            parse_mount("shop", "/srv/x:/x").unwrap().kind,
+            MountKind::Bind
+        );
         assert!(parse_mount("shop", "./data:/x").is_err());
         assert!(parse_mount("shop", "data:relative").is_err());
-        assert_eq!(parse_memory(&ScalarValue::String("2g".into())).unwrap(), 2 << 30);
-        assert_eq!(parse_memory(&ScalarValue::String("512m".into())).unwrap(), 512 << 20);
+        assert_eq!(
+            parse_memory(&ScalarValue::String("2g".into())).unwrap(),
+            2 << 30
+        );
+        assert_eq!(
+            parse_memory(&ScalarValue::String("512m".into())).unwrap(),
+            512 << 20
+        );
         assert!(parse_memory(&ScalarValue::String("1k".into())).is_err());
-        assert_eq!(parse_cpus(&ScalarValue::String("0.5".into())).unwrap(), 500_000_000);
+        assert_eq!(
+            parse_cpus(&ScalarValue::String("0.5".into())).unwrap(),
+            500_000_000
+        );
         assert!(parse_cpus(&ScalarValue::Integer(0)).is_err());
     }
 

@@ -556,7 +556,10 @@ fn json_output_matches_its_published_schema() {
         serde_json::from_str(include_str!("../../schemas/plan.schema.json")).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     let d1 = desired(SHOP);
-    let live = simulate(&live_with_images(&d1), &plan(&d1, &live_with_images(&d1)).unwrap());
+    let live = simulate(
+        &live_with_images(&d1),
+        &plan(&d1, &live_with_images(&d1)).unwrap(),
+    );
     let d2 = desired(&SHOP.replace("shop-api:1.4.1", "shop-api:1.4.2"));
     for (d, l) in [(&d1, &live_with_images(&d1)), (&d1, &live), (&d2, &live)] {
         let j = render_json(&plan(d, l).unwrap());

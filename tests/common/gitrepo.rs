@@ -12,7 +12,12 @@ fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["-c", "user.name=Test Author", "-c", "user.email=test@example.invalid"])
+        .args([
+            "-c",
+            "user.name=Test Author",
+            "-c",
+            "user.email=test@example.invalid",
+        ])
         .args(args)
         .output()
         .expect("git runs");
@@ -46,7 +51,10 @@ impl TestRepo {
     /// Commits everything; returns the new commit id.
     pub fn commit(&self, message: &str) -> String {
         git(&self.path, &["add", "-A"]);
-        git(&self.path, &["commit", "-q", "--allow-empty", "-m", message]);
+        git(
+            &self.path,
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
         git(&self.path, &["rev-parse", "HEAD"])
     }
 

@@ -1,6 +1,6 @@
 //! Shared helpers for integration tests. Each `tests/*.rs` does `mod common;`.
 #![allow(dead_code)]
 
-pub mod images;
 pub mod docker;
 pub mod gitrepo;
+pub mod images;
