@@ -441,6 +441,7 @@ mod tests {
             labels: BTreeMap::new(),
             state,
             health: Health::None,
+            health_log: None,
             restart_count: restarts,
             oom_killed: false,
             exit_code: 1,
