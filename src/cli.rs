@@ -346,11 +346,10 @@ async fn run_loop(
     args: RunArgs,
 ) -> anyhow::Result<u8> {
     let origin = args.repo.origin(None)?;
-    let engine = daemon::connect_with_retry(docker_host).await?;
     let options = RunOptions {
         interval: args.interval,
         retry_failed: args.retry,
     };
-    daemon::run(engine, origin, state_dir.to_path_buf(), options).await;
+    daemon::run(docker_host, origin, state_dir.to_path_buf(), options).await;
     Ok(exit::OK)
 }

@@ -13,7 +13,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use crate::apply::ApplyOptions;
 use crate::defaults;
 use crate::desired::ProcessEnv;
-use crate::engine::{Engine, EngineError};
+use crate::engine::Engine;
 use crate::plan;
 use crate::reconcile::{self, Origin, ReconcileError, Trigger};
 
@@ -103,26 +103,39 @@ fn backoff() -> impl Iterator<Item = Duration> {
 }
 
 /// Connects to the engine, retrying with backoff while it is down (a daemon outlives dockerd
-/// restarts).
-pub async fn connect_with_retry(docker_host: Option<&str>) -> Result<Engine, EngineError> {
+/// restarts). `None` when shutdown was requested first.
+async fn connect_with_retry(
+    docker_host: Option<&str>,
+    cancel: &CancellationToken,
+) -> Option<Engine> {
     let mut delays = backoff();
-    let mut attempts = 0;
     loop {
         match Engine::connect(docker_host).await {
-            Ok(engine) => return Ok(engine),
-            Err(e) if attempts < 5 => {
-                attempts += 1;
+            Ok(engine) => return Some(engine),
+            Err(e) => {
                 let delay = delays.next().unwrap_or(defaults::BACKOFF_MAX);
-                warn!(error = %e, retry_in = ?delay, "Docker engine unreachable");
-                tokio::time::sleep(delay).await;
+                error!(error = %e, retry_in = ?delay, "Docker engine unreachable");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.cancelled() => return None,
+                }
             }
-            Err(e) => return Err(e),
         }
     }
 }
 
-pub async fn run(engine: Engine, origin: Origin, state_dir: PathBuf, options: RunOptions) {
+pub async fn run(
+    docker_host: Option<&str>,
+    origin: Origin,
+    state_dir: PathBuf,
+    options: RunOptions,
+) {
     let cancel = shutdown_token();
+    info!(interval = ?options.interval, "reconciler run started");
+    let Some(engine) = connect_with_retry(docker_host, &cancel).await else {
+        info!("stopped");
+        return;
+    };
     let mut cycle = Cycle {
         engine,
         origin,
