@@ -29,6 +29,68 @@ pub struct ReleaseSpec {
     #[serde(default)]
     pub volumes: IndexMap<String, VolumeSpec>,
     pub services: IndexMap<String, ServiceSpec>,
+    /// The nginx reverse proxy whose upstreams point at the live color of each routed service.
+    #[serde(default)]
+    pub proxy: Option<ProxySpec>,
+}
+
+/// `proxy:`: one nginx container owned by the release. Its `nginx.conf` comes from the repo and
+/// must `include` the upstreams file the reconciler renders (one `upstream` block per route).
+/// Config changes are delivered into the running container, checked with `nginx -t` and
+/// applied with a graceful reload (SIGHUP), never a restart.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySpec {
+    pub image: String,
+    /// Path of the nginx.conf in the repo, relative to the directory holding release.yaml.
+    pub config: String,
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    #[serde(default)]
+    pub networks: Option<ServiceNetworks>,
+    /// Where the rendered upstreams are written inside the container (what nginx.conf includes).
+    #[serde(default = "default_upstreams_file")]
+    pub upstreams_file: String,
+    /// Upstream name → the service and port it sends traffic to.
+    pub routes: IndexMap<String, Route>,
+    #[serde(default)]
+    pub stop_grace_period: Option<DurationStr>,
+}
+
+pub fn default_upstreams_file() -> String {
+    "/etc/nginx/reconciler/upstreams.conf".to_string()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub service: String,
+    pub port: u16,
+}
+
+/// `verify:` on a blue-green service: an HTTP request sent through the proxy after the switch
+/// (to 127.0.0.1 on the proxy's published port), retried for a short window. A failure
+/// switches back.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyProbe {
+    #[serde(default = "default_http_path")]
+    pub path: String,
+    #[serde(default = "default_http_expect")]
+    pub expect: u16,
+    /// Text the response body must contain (e.g. the new version).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// `Host` header, to reach a name-based virtual server.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The proxy's container port to send to; default: its first published TCP port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub interval: Option<DurationStr>,
+    #[serde(default)]
+    pub deadline: Option<DurationStr>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
@@ -146,6 +208,13 @@ pub struct ServiceSpec {
     pub tmpfs: Option<StringOrList>,
     #[serde(default)]
     pub extra_hosts: Vec<String>,
+    /// blue-green: checked through the proxy after the switch.
+    #[serde(default)]
+    pub verify: Option<VerifyProbe>,
+    /// blue-green: how long nginx's old workers get to finish in-flight requests before the
+    /// old color is stopped (default 10s; the wait ends early once nginx has no old workers).
+    #[serde(default)]
+    pub drain: Option<DurationStr>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
