@@ -16,6 +16,7 @@ use tracing::Instrument;
 use crate::engine::{ContainerOwnership, Engine};
 use crate::health;
 use crate::plan::{Action, Plan};
+use crate::proxy;
 
 #[derive(Debug, Clone, Default)]
 pub struct ApplyOptions {
@@ -119,8 +120,16 @@ enum Undo {
     RemoveVolume(String),
     StartContainer(String),
     StopContainer(String),
-    Rename { from: String, to: String },
+    Rename {
+        from: String,
+        to: String,
+    },
     RemoveContainer(String),
+    /// The proxy's files as they were before a switch; put back and reloaded.
+    RestoreProxy {
+        name: String,
+        previous: Vec<proxy::PreviousFile>,
+    },
 }
 
 impl Undo {
@@ -133,24 +142,13 @@ impl Undo {
             Undo::Rename { from, to } => engine.rename_container(from, to).await,
             // Forced: it may be running, and it is ours, created by this apply.
             Undo::RemoveContainer(name) => engine.remove_container(name, true).await,
+            Undo::RestoreProxy { name, previous } => {
+                return proxy::restore(engine, name, previous)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
         };
         result.map_err(|e| e.to_string())
-    }
-}
-
-/// Which engine object an action is about, for reports and errors.
-fn target_of(action: &Action) -> String {
-    match action {
-        Action::PullImage { image } => image.clone(),
-        Action::CreateNetwork { name, .. }
-        | Action::CreateVolume { name, .. }
-        | Action::StopContainer { name, .. }
-        | Action::CreateContainer { name, .. }
-        | Action::StartContainer { name, .. }
-        | Action::AwaitHealthy { name, .. }
-        | Action::RemoveContainer { name, .. }
-        | Action::RemoveNetwork { name } => name.clone(),
-        Action::RenameContainer { from, .. } => from.clone(),
     }
 }
 
@@ -207,6 +205,7 @@ async fn run_step(
         Action::CreateContainer {
             service,
             name,
+            color,
             revision,
             config_hash,
             config,
@@ -216,7 +215,7 @@ async fn run_step(
                 service: service.clone(),
                 revision: revision.clone(),
                 config_hash: config_hash.clone(),
-                color: None,
+                color: color.clone(),
             };
             engine
                 .create_container(name, config, &owner)
@@ -244,6 +243,71 @@ async fn run_step(
         Action::RemoveNetwork { name } => {
             engine.remove_network(name).await.map_err(err)?;
             Ok(None)
+        }
+        Action::SeedProxy { name, files } => {
+            // Undone with the container itself, which this release created.
+            proxy::seed(engine, name, files)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(None)
+        }
+        Action::ConfigureProxy { name, files } => {
+            let previous = proxy::install(engine, name, files)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Some(Undo::RestoreProxy {
+                name: name.clone(),
+                previous,
+            }))
+        }
+        Action::Verify { service, verify } => {
+            health::verify(service, verify, cancel)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(None)
+        }
+        Action::Drain {
+            proxy: name,
+            period,
+        } => {
+            drain(engine, name, *period, cancel).await;
+            Ok(None)
+        }
+    }
+}
+
+/// Waits until nginx has no old workers left (they exit once their in-flight requests are
+/// done), at most `period`; without a way to count them, the whole period.
+async fn drain(
+    engine: &Engine,
+    proxy_name: &str,
+    period: std::time::Duration,
+    cancel: &CancellationToken,
+) {
+    let started = Instant::now();
+    loop {
+        let old = match proxy::old_workers(engine, proxy_name).await {
+            Ok(old) => old,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count nginx's old workers; waiting the drain period");
+                None
+            }
+        };
+        if old == Some(0) {
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "drained: no old nginx workers left"
+            );
+            return;
+        }
+        let remaining = period.saturating_sub(started.elapsed());
+        if remaining.is_zero() {
+            tracing::info!(old_workers = ?old, "drain period over");
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(remaining.min(std::time::Duration::from_millis(200))) => {}
+            () = cancel.cancelled() => return,
         }
     }
 }
@@ -279,7 +343,7 @@ pub async fn apply(
         let action = &step.action;
         let kind = action.kind();
         let service = action.service().map(str::to_string);
-        let target = target_of(action);
+        let target = action.target();
         committed |= is_final(action);
 
         if !committed && opts.cancel.is_cancelled() {

@@ -22,3 +22,12 @@ pub const MIN_UPTIME: Duration = Duration::from_secs(2);
 
 /// How long a container gets to stop after its stop signal before it is killed (compose: 10 s).
 pub const STOP_GRACE_PERIOD: Duration = Duration::from_secs(10);
+
+/// blue-green: the longest wait for nginx's old workers after a switch (ends early once none
+/// is left).
+pub const DRAIN_PERIOD: Duration = Duration::from_secs(10);
+/// blue-green `verify`: time between attempts and the window for the whole check.
+pub const VERIFY_INTERVAL: Duration = Duration::from_millis(500);
+pub const VERIFY_DEADLINE: Duration = Duration::from_secs(10);
+/// Where the operator's nginx.conf is delivered in the proxy container.
+pub const NGINX_CONF_PATH: &str = "/etc/nginx/nginx.conf";

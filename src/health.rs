@@ -469,3 +469,78 @@ mod tests {
         assert!(oom.contains("OOM-killed") && oom.contains("137"), "{oom}");
     }
 }
+
+/// `verify` did not pass through the proxy within its window.
+#[derive(Debug, thiserror::Error)]
+#[error("service `{service}`: verify through the proxy (GET {url}, expect {expect}{body}) did not pass within {deadline_ms} ms ({attempts} attempts; last: {last})")]
+pub struct VerifyError {
+    pub service: String,
+    pub url: String,
+    pub expect: u16,
+    pub body: String,
+    pub deadline_ms: u128,
+    pub attempts: u32,
+    pub last: String,
+}
+
+/// Sends the `verify` request to the proxy on 127.0.0.1 until it answers as declared, or its
+/// deadline passes (a short window: nginx's new workers take a moment after a reload).
+pub async fn verify(
+    service: &str,
+    v: &crate::desired::Verify,
+    cancel: &CancellationToken,
+) -> Result<u32, VerifyError> {
+    let url = format!("http://127.0.0.1:{}{}", v.port, v.path);
+    let started = Instant::now();
+    let mut attempts = 0;
+    let fail = |attempts: u32, last: String| VerifyError {
+        service: service.to_string(),
+        url: url.clone(),
+        expect: v.expect,
+        body: v
+            .body
+            .as_ref()
+            .map(|b| format!(" and a body containing {b:?}"))
+            .unwrap_or_default(),
+        deadline_ms: v.deadline.as_millis(),
+        attempts,
+        last,
+    };
+    let client = reqwest::Client::builder()
+        .timeout(defaults::HEALTH_TIMEOUT.min(v.deadline))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| fail(0, format!("HTTP client: {e}")))?;
+    loop {
+        attempts += 1;
+        let mut request = client.get(&url);
+        if let Some(host) = &v.host {
+            request = request.header(reqwest::header::HOST, host);
+        }
+        let last = match request.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let body = resp.text().await.unwrap_or_default();
+                let body_ok = v
+                    .body
+                    .as_ref()
+                    .is_none_or(|want| body.contains(want.as_str()));
+                if status == v.expect && body_ok {
+                    tracing::info!(service, %url, attempts, elapsed_ms = started.elapsed().as_millis() as u64, "verify passed");
+                    return Ok(attempts);
+                }
+                let shown: String = body.trim().chars().take(80).collect();
+                format!("status {status}, body {shown:?}")
+            }
+            Err(e) => error_chain(&e),
+        };
+        let remaining = v.deadline.saturating_sub(started.elapsed());
+        if remaining.is_zero() {
+            return Err(fail(attempts, last));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(v.interval.min(remaining)) => {}
+            () = cancel.cancelled() => return Err(fail(attempts, format!("cancelled; {last}"))),
+        }
+    }
+}

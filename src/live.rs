@@ -20,6 +20,9 @@ pub struct LiveState {
     /// For every image the desired release names: the id of the local image with that reference,
     /// or `None` when it is not on this host (it will be pulled).
     pub images: BTreeMap<String, Option<String>>,
+    /// The files the reconciler manages inside the proxy container (`<release>-proxy`), by
+    /// path: their content, or `None` when missing. Empty without a proxy.
+    pub proxy_files: BTreeMap<String, Option<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -99,6 +102,7 @@ pub async fn observe(
     engine: &Engine,
     release: &str,
     images: &[String],
+    proxy: Option<(&str, &[String])>,
 ) -> Result<LiveState, EngineError> {
     let filter = labels::release_filter(release);
 
@@ -146,12 +150,28 @@ pub async fn observe(
         }
     }
 
+    // What nginx runs with is what is in its container: read it back, so a hand edit there is
+    // drift like any other.
+    let mut proxy_files = BTreeMap::new();
+    if let Some((name, paths)) = proxy {
+        if containers.iter().any(|c| c.name == name) {
+            for path in paths {
+                let content = engine
+                    .read_file(name, path)
+                    .await?
+                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+                proxy_files.insert(path.clone(), content);
+            }
+        }
+    }
+
     Ok(LiveState {
         release: release.to_string(),
         containers,
         networks,
         volumes,
         images: image_ids,
+        proxy_files,
     })
 }
 

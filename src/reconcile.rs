@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport};
-use crate::desired::{self, DesiredRelease, HostEnv};
+use crate::desired::{self, DesiredRelease, HostEnv, RepoFiles};
 use crate::engine::{Engine, EngineError};
 use crate::live;
 use crate::plan::{self, Plan, PlanError};
@@ -115,7 +115,14 @@ pub fn load(tree: Arc<dyn SourceTree>, host: &dyn HostEnv) -> Result<Loaded, Rec
     })?;
     let loaded = spec::load(&file, &text).map_err(ReconcileError::Spec)?;
     let mut errors = spec::check_host(&loaded);
-    let desired = match desired::resolve(&loaded.spec, tree.revision(), host) {
+    let repo = TreeFiles {
+        tree: tree.as_ref(),
+        dir: file
+            .rsplit_once('/')
+            .map(|(dir, _)| dir.to_string())
+            .unwrap_or_default(),
+    };
+    let desired = match desired::resolve(&loaded.spec, tree.revision(), host, &repo) {
         Ok(d) => Some(d),
         Err(resolve_errors) => {
             errors.extend(
@@ -136,14 +143,37 @@ pub fn load(tree: Arc<dyn SourceTree>, host: &dyn HostEnv) -> Result<Loaded, Rec
     }
 }
 
+/// The release's files at its commit, relative to the directory holding release.yaml.
+struct TreeFiles<'a> {
+    tree: &'a dyn SourceTree,
+    dir: String,
+}
+
+impl RepoFiles for TreeFiles<'_> {
+    fn read(&self, path: &str) -> Result<String, String> {
+        let full = if self.dir.is_empty() {
+            path.to_string()
+        } else {
+            format!("{}/{path}", self.dir)
+        };
+        let bytes = self.tree.read_file(&full).map_err(|e| e.to_string())?;
+        String::from_utf8(bytes).map_err(|_| format!("{full} is not UTF-8 text"))
+    }
+}
+
 /// Observes the engine and plans. Pure apart from the observation.
 pub async fn plan(engine: &Engine, desired: &DesiredRelease) -> Result<Plan, ReconcileError> {
-    let images: Vec<String> = desired
-        .services
+    let images = desired.images();
+    let proxy_paths: Vec<String> = desired
+        .proxy
         .iter()
-        .map(|s| s.container.image.clone())
+        .flat_map(|p| [p.nginx_conf_path.clone(), p.upstreams_path.clone()])
         .collect();
-    let live = live::observe(engine, &desired.release, &images).await?;
+    let proxy = desired
+        .proxy
+        .as_ref()
+        .map(|p| (p.container_name.as_str(), proxy_paths.as_slice()));
+    let live = live::observe(engine, &desired.release, &images, proxy).await?;
     Ok(plan::plan(desired, &live)?)
 }
 

@@ -81,6 +81,7 @@ fn plan(release: &str, steps: Vec<Action>) -> Plan {
 fn deploy(service: &str, name: &str, config: ContainerConfig, gate: Gate) -> Vec<Action> {
     vec![
         Action::CreateContainer {
+            color: None,
             service: service.into(),
             name: name.into(),
             revision: "rev2".into(),
@@ -193,7 +194,7 @@ async fn a_plan_creates_network_volume_container_and_passes_the_gate() {
     );
     assert_eq!(report.steps[5].service.as_deref(), Some("api"));
 
-    let state = live::observe(&engine, &rel.name, &[])
+    let state = live::observe(&engine, &rel.name, &[], None)
         .await
         .expect("observe");
     assert_eq!(state.containers.len(), 1);
@@ -216,10 +217,10 @@ async fn a_plan_creates_network_volume_container_and_passes_the_gate() {
 
     // Observing changes nothing on the engine.
     let since = d::instant();
-    live::observe(&engine, &rel.name, &[APP_V1.into()])
+    live::observe(&engine, &rel.name, &[APP_V1.into()], None)
         .await
         .expect("observe");
-    live::observe(&engine, &rel.name, &[APP_V1.into()])
+    live::observe(&engine, &rel.name, &[APP_V1.into()], None)
         .await
         .expect("observe");
     let events = d::mutating_events(&rel.name, since, d::instant());

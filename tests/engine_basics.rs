@@ -167,6 +167,7 @@ async fn created_objects_are_observed_back() {
             &engine,
             &rel.name,
             &[APP_V1.to_string(), "reconciler-test/absent:0".to_string()],
+            None,
         )
         .await
         .expect("observe");
@@ -225,7 +226,7 @@ async fn created_objects_are_observed_back() {
             .expect("stop again"),
         "already stopped"
     );
-    let state = live::observe(&engine, &rel.name, &[])
+    let state = live::observe(&engine, &rel.name, &[], None)
         .await
         .expect("observe");
     assert_eq!(state.containers[0].state, ContainerState::Exited);
@@ -349,7 +350,7 @@ async fn unowned_containers_are_not_observed() {
         "true",
     ])
     .expect("create half-labelled");
-    let state = live::observe(&engine, &rel.name, &[])
+    let state = live::observe(&engine, &rel.name, &[], None)
         .await
         .expect("observe");
     assert!(state.containers.is_empty(), "{:?}", state.containers);
@@ -376,7 +377,7 @@ async fn malformed_labels_are_an_error_naming_the_container() {
         "true",
     ])
     .expect("create");
-    let err = live::observe(&engine, &rel.name, &[])
+    let err = live::observe(&engine, &rel.name, &[], None)
         .await
         .expect_err("malformed");
     let msg = err.to_string();
@@ -403,7 +404,7 @@ async fn malformed_labels_are_an_error_naming_the_container() {
         "true",
     ])
     .expect("create");
-    let err = live::observe(&engine, &rel.name, &[])
+    let err = live::observe(&engine, &rel.name, &[], None)
         .await
         .expect_err("malformed");
     let msg = err.to_string();

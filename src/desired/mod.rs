@@ -25,6 +25,66 @@ pub struct DesiredRelease {
     pub volumes: Vec<DesiredVolume>,
     /// In `depends_on` order: a service comes after everything it depends on.
     pub services: Vec<DesiredService>,
+    pub proxy: Option<DesiredProxy>,
+}
+
+impl DesiredRelease {
+    /// Every image the release runs (services, then the proxy), without repeats.
+    pub fn images(&self) -> Vec<String> {
+        let mut images: Vec<String> = Vec::new();
+        let all = self
+            .services
+            .iter()
+            .map(|s| &s.container.image)
+            .chain(self.proxy.iter().map(|p| &p.container.image));
+        for image in all {
+            if !images.contains(image) {
+                images.push(image.clone());
+            }
+        }
+        images
+    }
+}
+
+/// The nginx proxy: its container, the operator's nginx.conf from the repo, and the routes whose
+/// upstreams the reconciler renders.
+#[derive(Debug, Clone, Serialize)]
+pub struct DesiredProxy {
+    /// `<release>-proxy`.
+    pub container_name: String,
+    pub container: ContainerConfig,
+    /// Over the container config only: nginx.conf and upstream changes are delivered into the
+    /// running container and reloaded, never by recreating it.
+    pub config_hash: String,
+    /// The operator's nginx.conf, as committed.
+    pub nginx_conf: String,
+    /// Where nginx.conf goes in the container.
+    pub nginx_conf_path: String,
+    /// Where the rendered upstreams go (what nginx.conf includes).
+    pub upstreams_path: String,
+    pub routes: Vec<DesiredRoute>,
+    /// 127.0.0.1 port that reaches the proxy's first published TCP port, for `verify`.
+    pub host_port: Option<u16>,
+    pub gate: Gate,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DesiredRoute {
+    pub upstream: String,
+    pub service: String,
+    pub port: u16,
+}
+
+/// `verify:` resolved: an HTTP request to 127.0.0.1:`port` (the proxy) after the switch.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Verify {
+    pub port: u16,
+    pub path: String,
+    pub expect: u16,
+    pub body: Option<String>,
+    pub host: Option<String>,
+    pub interval: Duration,
+    pub deadline: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -54,6 +114,10 @@ pub struct DesiredService {
     pub config_hash: String,
     pub dependencies: Vec<String>,
     pub gate: Gate,
+    /// blue-green: checked through the proxy after the switch.
+    pub verify: Option<Verify>,
+    /// blue-green: the longest wait for nginx's old workers before the old color is stopped.
+    pub drain: Duration,
 }
 
 /// A value in a container's environment. Values from `secrets:` and from `env_file`s are
@@ -229,6 +293,6 @@ impl ContainerConfig {
     }
 }
 
-mod resolve;
+pub mod resolve;
 
-pub use resolve::{resolve, HostEnv, ProcessEnv, ResolveError};
+pub use resolve::{resolve, HostEnv, ProcessEnv, RepoFiles, ResolveError};

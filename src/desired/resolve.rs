@@ -9,22 +9,32 @@ use std::time::Duration;
 use crate::defaults;
 use crate::secret::Secret;
 use crate::spec::model::{
-    HealthGate, Healthcheck, NetworkSpec, ReleaseSpec, ScalarValue, ServiceSpec, StringOrList,
+    HealthGate, Healthcheck, NetworkSpec, ProxySpec, ReleaseSpec, ScalarValue, ServiceNetworks,
+    ServiceSpec, StringOrList,
 };
 
 use super::{
-    ContainerConfig, DesiredNetwork, DesiredRelease, DesiredService, DesiredVolume,
-    DockerHealthcheck, EnvValue, Gate, LogConfig, Mount, MountKind, NetworkAttachment, PortBinding,
-    Probe,
+    ContainerConfig, DesiredNetwork, DesiredProxy, DesiredRelease, DesiredRoute, DesiredService,
+    DesiredVolume, DockerHealthcheck, EnvValue, Gate, LogConfig, Mount, MountKind,
+    NetworkAttachment, PortBinding, Probe, Verify,
 };
 
 /// The network services join when they name none, as compose's `<project>_default`.
 pub const DEFAULT_NETWORK: &str = "default";
+/// The proxy's name: its container is `<release>-proxy`, its service label `proxy` (so no
+/// service may be called that).
+pub const PROXY: &str = "proxy";
 
 /// What resolution reads from the host.
 pub trait HostEnv {
     fn var(&self, name: &str) -> Option<String>;
     fn read_file(&self, path: &str) -> io::Result<String>;
+}
+
+/// Files of the release's commit (the operator's nginx.conf), by path relative to the
+/// directory holding release.yaml.
+pub trait RepoFiles {
+    fn read(&self, path: &str) -> Result<String, String>;
 }
 
 /// The reconciler's own process environment and file system.
@@ -61,6 +71,7 @@ pub fn resolve(
     spec: &ReleaseSpec,
     revision: &str,
     host: &dyn HostEnv,
+    repo: &dyn RepoFiles,
 ) -> Result<DesiredRelease, Vec<ResolveError>> {
     let release = &spec.release;
     let mut errors = Vec::new();
@@ -68,7 +79,8 @@ pub fn resolve(
     let uses_default_network = spec
         .services
         .values()
-        .any(|s| s.network_attachments().is_empty());
+        .any(|s| s.network_attachments().is_empty())
+        || spec.proxy.as_ref().is_some_and(|p| p.networks.is_none());
     let mut networks: Vec<DesiredNetwork> = spec
         .networks
         .iter()
@@ -111,6 +123,12 @@ pub fn resolve(
                     strategy: svc.strategy,
                     dependencies: svc.dependencies(),
                     gate: gate_for(svc),
+                    verify: None,
+                    drain: svc
+                        .drain
+                        .as_ref()
+                        .and_then(|d| d.parse().ok())
+                        .unwrap_or(defaults::DRAIN_PERIOD),
                     name,
                     container,
                     config_hash,
@@ -126,6 +144,52 @@ pub fn resolve(
             "remove one of the dependencies in the cycle",
         ));
     }
+    let proxy = match &spec.proxy {
+        None => None,
+        Some(p) => match resolve_proxy(release, p, repo) {
+            Ok(proxy) => Some(proxy),
+            Err(mut e) => {
+                errors.append(&mut e);
+                None
+            }
+        },
+    };
+    for svc in &mut services {
+        let Some(verify) = spec.services.get(&svc.name).and_then(|s| s.verify.as_ref()) else {
+            continue;
+        };
+        let port = proxy.as_ref().and_then(|p| match verify.port {
+            None => p.host_port,
+            Some(container_port) => p
+                .container
+                .ports
+                .iter()
+                .find(|b| b.container_port == container_port && b.protocol == "tcp")
+                .map(|b| b.host_port),
+        });
+        let Some(port) = port else {
+            errors.push(err(
+                format!("services.{}.verify", svc.name),
+                "verify is sent to the proxy on 127.0.0.1, but the proxy publishes no such TCP port"
+                    .to_string(),
+                "publish the proxy's port in proxy.ports (e.g. \"127.0.0.1:8080:80\"), or set verify.port",
+            ));
+            continue;
+        };
+        let dur = |d: &Option<crate::spec::model::DurationStr>, default: Duration| {
+            d.as_ref().and_then(|d| d.parse().ok()).unwrap_or(default)
+        };
+        svc.verify = Some(Verify {
+            port,
+            path: verify.path.clone(),
+            expect: verify.expect,
+            body: verify.body.clone(),
+            host: verify.host.clone(),
+            interval: dur(&verify.interval, defaults::VERIFY_INTERVAL),
+            deadline: dur(&verify.deadline, defaults::VERIFY_DEADLINE),
+        });
+    }
+
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -136,6 +200,105 @@ pub fn resolve(
         networks,
         volumes,
         services,
+        proxy,
+    })
+}
+
+/// The proxy container and its files. Its name is fixed (`<release>-proxy`): one proxy per
+/// release.
+fn resolve_proxy(
+    release: &str,
+    p: &ProxySpec,
+    repo: &dyn RepoFiles,
+) -> Result<DesiredProxy, Vec<ResolveError>> {
+    let mut errors = Vec::new();
+    let nginx_conf = match repo.read(&p.config) {
+        Ok(text) => Some(text),
+        Err(message) => {
+            errors.push(err(
+                "proxy.config".to_string(),
+                message,
+                "commit the nginx.conf at that path, relative to the directory of release.yaml",
+            ));
+            None
+        }
+    };
+    let mut ports = Vec::new();
+    for (i, port) in p.ports.iter().enumerate() {
+        match parse_port(port) {
+            Ok(b) => ports.push(b),
+            Err(message) => errors.push(err(
+                format!("proxy.ports.{i}"),
+                message,
+                "write \"IP:HOST_PORT:CONTAINER_PORT\"",
+            )),
+        }
+    }
+    let attachments = match &p.networks {
+        None => vec![(DEFAULT_NETWORK.to_string(), Vec::new())],
+        Some(ServiceNetworks::List(v)) => v.iter().map(|n| (n.clone(), Vec::new())).collect(),
+        Some(ServiceNetworks::Map(m)) => m
+            .iter()
+            .map(|(n, c)| {
+                (
+                    n.clone(),
+                    c.as_ref().map(|c| c.aliases.clone()).unwrap_or_default(),
+                )
+            })
+            .collect(),
+    };
+    let networks = attachments
+        .into_iter()
+        .map(|(net, aliases)| NetworkAttachment {
+            name: engine_name(release, &net),
+            aliases,
+        })
+        .collect();
+    let stop_timeout_secs = p
+        .stop_grace_period
+        .as_ref()
+        .and_then(|d| d.parse().ok())
+        .map(|d| d.as_secs());
+    let (Some(nginx_conf), true) = (nginx_conf, errors.is_empty()) else {
+        return Err(errors);
+    };
+    let host_port = ports
+        .iter()
+        .find(|b| b.protocol == "tcp")
+        .map(|b| b.host_port);
+    let container = ContainerConfig {
+        image: p.image.clone(),
+        ports,
+        networks,
+        // nginx's graceful stop: workers finish their requests.
+        stop_signal: Some("SIGQUIT".to_string()),
+        stop_timeout_secs,
+        restart: Some("unless-stopped".to_string()),
+        ..ContainerConfig::default()
+    };
+    Ok(DesiredProxy {
+        container_name: engine_name(release, PROXY),
+        config_hash: container.config_hash(),
+        container,
+        nginx_conf,
+        nginx_conf_path: defaults::NGINX_CONF_PATH.to_string(),
+        upstreams_path: p.upstreams_file.clone(),
+        routes: p
+            .routes
+            .iter()
+            .map(|(upstream, r)| DesiredRoute {
+                upstream: upstream.clone(),
+                service: r.service.clone(),
+                port: r.port,
+            })
+            .collect(),
+        host_port,
+        gate: Gate {
+            probe: Probe::Running,
+            interval: defaults::HEALTH_INTERVAL,
+            timeout: defaults::HEALTH_TIMEOUT,
+            deadline: defaults::HEALTH_DEADLINE,
+        },
     })
 }
 
@@ -641,6 +804,13 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
+    struct NoRepo;
+    impl RepoFiles for NoRepo {
+        fn read(&self, path: &str) -> Result<String, String> {
+            Err(format!("{path} is not in the repo"))
+        }
+    }
+
     #[test]
     fn resolves_env_files_environment_and_secrets_with_precedence() {
         let s = spec(
@@ -657,7 +827,7 @@ services:
       TOKEN: { file: /run/secrets/token }
 "#,
         );
-        let d = resolve(&s, "abc", &Host).unwrap();
+        let d = resolve(&s, "abc", &Host, &NoRepo).unwrap();
         let env = &d.services[0].container.env;
         assert_eq!(
             env["LOG_LEVEL"],
@@ -697,7 +867,7 @@ services:
     secrets: { X: { env: NOT_THERE } }
 "#,
         );
-        let errors = resolve(&s, "abc", &Host).unwrap_err();
+        let errors = resolve(&s, "abc", &Host, &NoRepo).unwrap_err();
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -722,8 +892,8 @@ services:
             }
         }
         let s = spec("version: 1\nrelease: r\nservices:\n  a: { image: 'i:1', secrets: { K: { env: API_DB_URL } } }\n");
-        let a = resolve(&s, "1", &Host).unwrap();
-        let b = resolve(&s, "1", &Rotated).unwrap();
+        let a = resolve(&s, "1", &Host, &NoRepo).unwrap();
+        let b = resolve(&s, "1", &Rotated, &NoRepo).unwrap();
         assert_eq!(
             a.services[0].container.canonical_json(),
             b.services[0].container.canonical_json()

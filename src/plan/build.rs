@@ -13,8 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::desired::{DesiredRelease, DesiredService};
+use crate::desired::resolve::PROXY;
+use crate::desired::{DesiredProxy, DesiredRelease, DesiredService};
 use crate::live::{ContainerState, Health, LiveContainer, LiveState};
+use crate::proxy::{render_upstreams, serving_colors, ProxyFile, UpstreamTarget};
 use crate::secret::REDACTED;
 use crate::spec::model::Strategy;
 
@@ -68,11 +70,9 @@ pub fn plan(desired: &DesiredRelease, live: &LiveState) -> Result<Plan, PlanErro
             fix: fix.to_string(),
         };
 
-    let mut pulled = BTreeSet::new();
-    for svc in &desired.services {
-        let image = &svc.container.image;
-        let present = live.images.get(image).is_some_and(Option::is_some);
-        if !present && pulled.insert(image.clone()) {
+    for image in desired.images() {
+        let present = live.images.get(&image).is_some_and(Option::is_some);
+        if !present {
             b.pulls.push(Step {
                 action: Action::PullImage {
                     image: image.clone(),
@@ -145,6 +145,11 @@ pub fn plan(desired: &DesiredRelease, live: &LiveState) -> Result<Plan, PlanErro
         }
     }
 
+    // Which color each routed service serves from after this release, and which containers
+    // the switch retires.
+    let mut serving: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut switched: Vec<&DesiredService> = Vec::new();
+    let mut retired: Vec<(String, String)> = Vec::new();
     for svc in &desired.services {
         let containers: Vec<&LiveContainer> = live
             .containers
@@ -153,19 +158,80 @@ pub fn plan(desired: &DesiredRelease, live: &LiveState) -> Result<Plan, PlanErro
             .collect();
         match svc.strategy {
             Strategy::Recreate => plan_recreate(&mut b, svc, &desired.revision, &containers, live),
-            other => {
+            Strategy::BlueGreen => {
+                let Some(proxy) = &desired.proxy else {
+                    return Err(unsupported(
+                        "service",
+                        &svc.name,
+                        "blue-green switches traffic through the proxy, and the spec has none"
+                            .to_string(),
+                        "declare proxy: with a route to this service, or use strategy: recreate",
+                    ));
+                };
+                let outcome =
+                    plan_blue_green(&mut b, svc, &desired.revision, &containers, live, proxy);
+                if outcome.switched {
+                    switched.push(svc);
+                }
+                retired.extend(outcome.retired.into_iter().map(|n| (svc.name.clone(), n)));
+                serving.insert(svc.name.clone(), (outcome.color.clone(), outcome.container));
+            }
+            Strategy::Rolling => {
                 return Err(unsupported(
                     "service",
                     &svc.name,
-                    format!("strategy {} is not supported yet", other.as_str()),
-                    "use strategy: recreate",
+                    "strategy rolling is not supported yet".to_string(),
+                    "use strategy: blue-green (one replica) or recreate",
                 ))
             }
         }
     }
+    if let Some(proxy) = &desired.proxy {
+        plan_proxy(&mut b, desired, proxy, &serving, live);
+        for svc in &switched {
+            if let Some(verify) = &svc.verify {
+                b.main(
+                    Action::Verify {
+                        service: svc.name.clone(),
+                        verify: verify.clone(),
+                    },
+                    format!(
+                        "{} must answer through the proxy after the switch",
+                        svc.name
+                    ),
+                );
+            }
+        }
+        if !retired.is_empty() {
+            let period = switched
+                .iter()
+                .map(|s| s.drain)
+                .max()
+                .unwrap_or(crate::defaults::DRAIN_PERIOD);
+            b.main(
+                Action::Drain {
+                    proxy: proxy.container_name.clone(),
+                    period,
+                },
+                "nginx's old workers finish their requests before the old colors stop",
+            );
+        }
+        for (service, name) in retired {
+            b.last(
+                Action::RemoveContainer {
+                    service: service.clone(),
+                    name,
+                },
+                format!("{service}: the previous color no longer serves"),
+            );
+        }
+    }
 
-    let desired_services: BTreeSet<&str> =
+    let mut desired_services: BTreeSet<&str> =
         desired.services.iter().map(|s| s.name.as_str()).collect();
+    if desired.proxy.is_some() {
+        desired_services.insert(PROXY);
+    }
     let mut pruned: BTreeMap<&str, Vec<&LiveContainer>> = BTreeMap::new();
     for c in &live.containers {
         if !desired_services.contains(c.service.as_str()) {
@@ -305,6 +371,7 @@ fn plan_recreate(
             Action::CreateContainer {
                 service: svc.name.clone(),
                 name: svc.container_name.clone(),
+                color: None,
                 revision: revision.to_string(),
                 config_hash: svc.config_hash.clone(),
                 config: Box::new(svc.container.clone()),
@@ -360,6 +427,388 @@ fn plan_recreate(
             );
         }
     }
+}
+
+/// What a blue-green service looks like after its steps.
+struct BlueGreenOutcome {
+    /// The color that serves after the release.
+    color: String,
+    /// Its container.
+    container: String,
+    /// A new color was started: the upstreams switch to it.
+    switched: bool,
+    /// Containers that stop serving at the switch, removed after the drain.
+    retired: Vec<String>,
+}
+
+pub const COLORS: [&str; 2] = ["blue", "green"];
+
+fn other_color(color: &str) -> &'static str {
+    if color == COLORS[0] {
+        COLORS[1]
+    } else {
+        COLORS[0]
+    }
+}
+
+/// The color that serves a service now: what the live upstreams file says, else the only
+/// color that runs.
+fn live_color(
+    svc: &DesiredService,
+    containers: &[&LiveContainer],
+    live: &LiveState,
+    proxy: &DesiredProxy,
+) -> Option<String> {
+    let rendered = live
+        .proxy_files
+        .get(&proxy.upstreams_path)
+        .cloned()
+        .flatten();
+    let from_file = rendered.and_then(|text| {
+        serving_colors(&text)
+            .into_values()
+            .find(|(service, _)| *service == svc.name)
+            .map(|(_, color)| color)
+    });
+    from_file
+        .filter(|c| {
+            containers
+                .iter()
+                .any(|k| k.color.as_deref() == Some(c.as_str()))
+        })
+        .or_else(|| match containers {
+            [only] => only.color.clone(),
+            _ => None,
+        })
+}
+
+/// Blue-green: start the new color beside the serving one and gate it; the proxy switch, the
+/// verify, the drain and the removal of the old color follow for the whole release.
+fn plan_blue_green(
+    b: &mut Builder,
+    svc: &DesiredService,
+    revision: &str,
+    containers: &[&LiveContainer],
+    live: &LiveState,
+    proxy: &DesiredProxy,
+) -> BlueGreenOutcome {
+    let colored = |color: &str| format!("{}-{color}", svc.container_name);
+    let serving_color = live_color(svc, containers, live, proxy);
+    let current = serving_color
+        .as_deref()
+        .and_then(|c| containers.iter().find(|k| k.name == colored(c)));
+    let decision = match current {
+        None => Some((
+            ChangeAction::Add,
+            "not running".to_string(),
+            vec![field("image", None, Some(svc.container.image.clone()))],
+        )),
+        Some(c) => compare(svc, c, live),
+    };
+    // Everything that is neither the serving container nor about to be created goes.
+    let mut leftovers: Vec<&&LiveContainer> = containers
+        .iter()
+        .filter(|c| Some(c.name.as_str()) != current.map(|k| k.name.as_str()))
+        .collect();
+
+    let Some((action, reason, mut fields)) = decision else {
+        if !leftovers.is_empty() {
+            b.changes.push(Change {
+                kind: ObjectKind::Service,
+                name: svc.name.clone(),
+                action: ChangeAction::Change,
+                reason: "containers left over from an interrupted release".to_string(),
+                fields: Vec::new(),
+            });
+            retire(b, svc, &leftovers);
+        }
+        let color = serving_color.unwrap_or_else(|| COLORS[0].to_string());
+        return BlueGreenOutcome {
+            container: colored(&color),
+            color,
+            switched: false,
+            retired: Vec::new(),
+        };
+    };
+
+    let new_color = serving_color
+        .as_deref()
+        .map(other_color)
+        .unwrap_or(COLORS[0])
+        .to_string();
+    let new_name = colored(&new_color);
+    fields.push(field(
+        "color",
+        serving_color.clone(),
+        Some(new_color.clone()),
+    ));
+    b.changes.push(Change {
+        kind: ObjectKind::Service,
+        name: svc.name.clone(),
+        action,
+        reason: reason.clone(),
+        fields,
+    });
+    // A container already holding the new color's name is not serving: move it aside.
+    let blocking: Vec<&&LiveContainer> = leftovers
+        .iter()
+        .copied()
+        .filter(|c| c.name == new_name)
+        .collect();
+    leftovers.retain(|c| c.name != new_name);
+    retire(b, svc, &blocking);
+    retire(b, svc, &leftovers);
+    b.main(
+        Action::CreateContainer {
+            service: svc.name.clone(),
+            name: new_name.clone(),
+            color: Some(new_color.clone()),
+            revision: revision.to_string(),
+            config_hash: svc.config_hash.clone(),
+            config: Box::new(svc.container.clone()),
+        },
+        format!(
+            "{} {reason}: new color {new_color} beside the serving one",
+            svc.name
+        ),
+    );
+    b.main(
+        Action::StartContainer {
+            service: svc.name.clone(),
+            name: new_name.clone(),
+        },
+        format!("start {} {new_color}", svc.name),
+    );
+    b.main(
+        Action::AwaitHealthy {
+            service: svc.name.clone(),
+            name: new_name.clone(),
+            gate: svc.gate.clone(),
+        },
+        format!(
+            "{} {new_color} must pass its gate before traffic moves",
+            svc.name
+        ),
+    );
+    BlueGreenOutcome {
+        color: new_color,
+        container: new_name,
+        switched: true,
+        retired: current.map(|c| vec![c.name.clone()]).unwrap_or_default(),
+    }
+}
+
+/// Stops (undoably) and moves aside containers that do not serve, removing them at the end.
+fn retire(b: &mut Builder, svc: &DesiredService, containers: &[&&LiveContainer]) {
+    for c in containers {
+        if is_active(c.state) {
+            b.main(
+                Action::StopContainer {
+                    service: svc.name.clone(),
+                    name: c.name.clone(),
+                },
+                "not serving: left over from an interrupted release",
+            );
+        }
+        let aside = aside_name(&c.name, &c.id);
+        b.main(
+            Action::RenameContainer {
+                service: svc.name.clone(),
+                from: c.name.clone(),
+                to: aside.clone(),
+            },
+            "keep it until the release passed",
+        );
+        b.last(
+            Action::RemoveContainer {
+                service: svc.name.clone(),
+                name: aside,
+            },
+            "left over from an interrupted release",
+        );
+    }
+}
+
+/// The proxy: created (files seeded before its first start) or recreated when its container
+/// config changed; otherwise its files are delivered and nginx reloaded when they differ from
+/// what runs: that is the switch.
+fn plan_proxy(
+    b: &mut Builder,
+    desired: &DesiredRelease,
+    proxy: &DesiredProxy,
+    serving: &BTreeMap<String, (String, String)>,
+    live: &LiveState,
+) {
+    let targets: Vec<UpstreamTarget> = proxy
+        .routes
+        .iter()
+        .map(|r| {
+            let (color, container) = serving.get(&r.service).cloned().unwrap_or_else(|| {
+                // A route to a recreate service points at its single container.
+                (String::new(), format!("{}-{}", desired.release, r.service))
+            });
+            UpstreamTarget {
+                upstream: r.upstream.clone(),
+                service: r.service.clone(),
+                color,
+                container,
+                port: r.port,
+            }
+        })
+        .collect();
+    let upstreams = render_upstreams(&desired.release, &targets);
+    let wanted = [
+        ProxyFile {
+            path: proxy.nginx_conf_path.clone(),
+            content: proxy.nginx_conf.clone(),
+        },
+        ProxyFile {
+            path: proxy.upstreams_path.clone(),
+            content: upstreams,
+        },
+    ];
+    let live_proxy = live
+        .containers
+        .iter()
+        .find(|c| c.name == proxy.container_name);
+    let changed_files: Vec<ProxyFile> = wanted
+        .iter()
+        .filter(|f| {
+            live.proxy_files.get(&f.path).cloned().flatten().as_deref() != Some(f.content.as_str())
+        })
+        .cloned()
+        .collect();
+    let file_fields = |files: &[ProxyFile]| -> Vec<FieldChange> {
+        let before = live
+            .proxy_files
+            .get(&proxy.upstreams_path)
+            .cloned()
+            .flatten()
+            .map(|t| serving_colors(&t))
+            .unwrap_or_default();
+        let mut fields = Vec::new();
+        for f in files {
+            if f.path == proxy.upstreams_path {
+                for t in &targets {
+                    let old = before.get(&t.upstream).map(|(_, c)| c.clone());
+                    if old.as_deref() != Some(t.color.as_str()) {
+                        fields.push(field(
+                            &format!("upstream.{}", t.upstream),
+                            old,
+                            Some(t.color.clone()),
+                        ));
+                    }
+                }
+            } else {
+                fields.push(field(&f.path, None, Some("changed in git".to_string())));
+            }
+        }
+        fields
+    };
+
+    let recreate_reason = match live_proxy {
+        None => Some((ChangeAction::Add, "not running".to_string())),
+        Some(c) if c.config_hash.as_deref() != Some(proxy.config_hash.as_str()) => Some((
+            ChangeAction::Change,
+            "container config changed (nginx is restarted)".to_string(),
+        )),
+        Some(c) if c.state != ContainerState::Running => Some((
+            ChangeAction::Change,
+            format!("container {}", c.state.as_str()),
+        )),
+        Some(_) => None,
+    };
+    let Some((action, reason)) = recreate_reason else {
+        if !changed_files.is_empty() {
+            b.changes.push(Change {
+                kind: ObjectKind::Proxy,
+                name: PROXY.to_string(),
+                action: ChangeAction::Change,
+                reason: "files changed (nginx -t, graceful reload)".to_string(),
+                fields: file_fields(&changed_files),
+            });
+            b.main(
+                Action::ConfigureProxy {
+                    name: proxy.container_name.clone(),
+                    files: changed_files,
+                },
+                "render the upstreams to the serving colors, nginx -t, graceful reload",
+            );
+        }
+        return;
+    };
+    let mut fields = match live_proxy {
+        None => vec![field("image", None, Some(proxy.container.image.clone()))],
+        Some(c) => config_fields(c.config.as_ref(), &proxy.container.canonical_json()),
+    };
+    fields.extend(file_fields(&wanted));
+    b.changes.push(Change {
+        kind: ObjectKind::Proxy,
+        name: PROXY.to_string(),
+        action,
+        reason,
+        fields,
+    });
+    if let Some(old) = live_proxy {
+        if is_active(old.state) {
+            b.main(
+                Action::StopContainer {
+                    service: PROXY.to_string(),
+                    name: old.name.clone(),
+                },
+                "the proxy's container config changed",
+            );
+        }
+        let aside = aside_name(&old.name, &old.id);
+        b.main(
+            Action::RenameContainer {
+                service: PROXY.to_string(),
+                from: old.name.clone(),
+                to: aside.clone(),
+            },
+            "keep the old proxy until the new one runs",
+        );
+        b.last(
+            Action::RemoveContainer {
+                service: PROXY.to_string(),
+                name: aside,
+            },
+            "replaced by the new proxy",
+        );
+    }
+    b.main(
+        Action::CreateContainer {
+            service: PROXY.to_string(),
+            name: proxy.container_name.clone(),
+            color: None,
+            revision: desired.revision.clone(),
+            config_hash: proxy.config_hash.clone(),
+            config: Box::new(proxy.container.clone()),
+        },
+        "the proxy runs the release's nginx",
+    );
+    b.main(
+        Action::SeedProxy {
+            name: proxy.container_name.clone(),
+            files: wanted.to_vec(),
+        },
+        "nginx.conf and the upstreams must be there before nginx starts",
+    );
+    b.main(
+        Action::StartContainer {
+            service: PROXY.to_string(),
+            name: proxy.container_name.clone(),
+        },
+        "start the proxy",
+    );
+    b.main(
+        Action::AwaitHealthy {
+            service: PROXY.to_string(),
+            name: proxy.container_name.clone(),
+            gate: proxy.gate.clone(),
+        },
+        "the proxy must stay up",
+    );
 }
 
 /// Why a live container no longer matches its desired service, if it does not.

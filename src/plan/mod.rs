@@ -14,7 +14,10 @@ mod render;
 
 use serde::Serialize;
 
-use crate::desired::{ContainerConfig, Gate};
+use std::time::Duration;
+
+use crate::desired::{ContainerConfig, Gate, Verify};
+use crate::proxy::ProxyFile;
 use crate::spec::model::{NetworkSpec, VolumeSpec};
 
 pub use build::{plan, PlanError};
@@ -43,6 +46,7 @@ pub enum ObjectKind {
     Network,
     Volume,
     Service,
+    Proxy,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -129,9 +133,32 @@ pub enum Action {
     CreateContainer {
         service: String,
         name: String,
+        /// `blue` / `green` for a blue-green service.
+        color: Option<String>,
         revision: String,
         config_hash: String,
         config: Box<ContainerConfig>,
+    },
+    /// Write the proxy's files into its new container before its first start.
+    SeedProxy {
+        name: String,
+        files: Vec<ProxyFile>,
+    },
+    /// Deliver files into the running proxy, `nginx -t`, graceful reload: the traffic switch
+    /// (undo: the previous files back, reload).
+    ConfigureProxy {
+        name: String,
+        files: Vec<ProxyFile>,
+    },
+    /// After the switch, an HTTP request through the proxy must answer as declared.
+    Verify {
+        service: String,
+        verify: Verify,
+    },
+    /// Let nginx's old workers finish their requests before the old colors stop.
+    Drain {
+        proxy: String,
+        period: Duration,
     },
     StartContainer {
         service: String,
@@ -167,6 +194,30 @@ impl Action {
             Action::AwaitHealthy { .. } => "gate",
             Action::RemoveContainer { .. } => "remove",
             Action::RemoveNetwork { .. } => "remove_network",
+            Action::SeedProxy { .. } => "seed_proxy",
+            Action::ConfigureProxy { .. } => "switch",
+            Action::Verify { .. } => "verify",
+            Action::Drain { .. } => "drain",
+        }
+    }
+
+    /// The engine object the action is about (image, network, volume or container name).
+    pub fn target(&self) -> String {
+        match self {
+            Action::PullImage { image } => image.clone(),
+            Action::CreateNetwork { name, .. }
+            | Action::CreateVolume { name, .. }
+            | Action::RemoveNetwork { name }
+            | Action::StopContainer { name, .. }
+            | Action::CreateContainer { name, .. }
+            | Action::StartContainer { name, .. }
+            | Action::AwaitHealthy { name, .. }
+            | Action::RemoveContainer { name, .. }
+            | Action::SeedProxy { name, .. }
+            | Action::ConfigureProxy { name, .. } => name.clone(),
+            Action::RenameContainer { from, to, .. } => format!("{from} -> {to}"),
+            Action::Verify { verify, .. } => format!("127.0.0.1:{}{}", verify.port, verify.path),
+            Action::Drain { proxy, .. } => proxy.clone(),
         }
     }
 
@@ -178,7 +229,8 @@ impl Action {
             | Action::CreateContainer { service, .. }
             | Action::StartContainer { service, .. }
             | Action::AwaitHealthy { service, .. }
-            | Action::RemoveContainer { service, .. } => Some(service),
+            | Action::RemoveContainer { service, .. }
+            | Action::Verify { service, .. } => Some(service),
             _ => None,
         }
     }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use super::{Action, ChangeAction, Plan};
+use super::{ChangeAction, Plan};
 
 /// Counts of `+`, `~` and `-` changes.
 pub fn summary(plan: &Plan) -> (usize, usize, usize) {
@@ -35,6 +35,7 @@ pub fn render_text(plan: &Plan) -> String {
                 super::ObjectKind::Network => "network",
                 super::ObjectKind::Volume => "volume",
                 super::ObjectKind::Service => "service",
+                super::ObjectKind::Proxy => "proxy",
             };
             let _ = writeln!(
                 out,
@@ -78,7 +79,7 @@ pub fn render_steps(plan: &Plan) -> String {
             "{:>3}. {:<14} {:<32} {}",
             i + 1,
             step.action.kind(),
-            target(&step.action),
+            step.action.target(),
             step.reason
         );
     }
@@ -94,7 +95,7 @@ pub fn render_json(plan: &Plan) -> Value {
             json!({
                 "action": s.action.kind(),
                 "service": s.action.service(),
-                "target": target(&s.action),
+                "target": s.action.target(),
                 "reason": s.reason,
             })
         })
@@ -108,22 +109,6 @@ pub fn render_json(plan: &Plan) -> Value {
         "steps": steps,
         "notes": plan.notes,
     })
-}
-
-/// The engine object a step acts on.
-fn target(action: &Action) -> String {
-    match action {
-        Action::PullImage { image } => image.clone(),
-        Action::CreateNetwork { name, .. }
-        | Action::CreateVolume { name, .. }
-        | Action::RemoveNetwork { name } => name.clone(),
-        Action::StopContainer { name, .. }
-        | Action::CreateContainer { name, .. }
-        | Action::StartContainer { name, .. }
-        | Action::AwaitHealthy { name, .. }
-        | Action::RemoveContainer { name, .. } => name.clone(),
-        Action::RenameContainer { from, to, .. } => format!("{from} -> {to}"),
-    }
 }
 
 fn short_revision(revision: &str) -> &str {

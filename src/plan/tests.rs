@@ -28,8 +28,20 @@ fn spec(yaml: &str) -> ReleaseSpec {
     serde_json::from_value(value).unwrap()
 }
 
+/// The repo holds one nginx.conf; its content can be changed per test.
+struct Repo(&'static str);
+impl crate::desired::RepoFiles for Repo {
+    fn read(&self, path: &str) -> Result<String, String> {
+        match path {
+            "nginx.conf" => Ok(self.0.to_string()),
+            other => Err(format!("{other} is not in the repo")),
+        }
+    }
+}
+const NGINX_CONF: &str = "events {}\nhttp { include /etc/nginx/reconciler/upstreams.conf; }\n";
+
 fn desired(yaml: &str) -> DesiredRelease {
-    resolve(&spec(yaml), "rev1", &NoHost).unwrap()
+    resolve(&spec(yaml), "rev1", &NoHost, &Repo(NGINX_CONF)).unwrap()
 }
 
 /// What a perfect engine looks like after the plan ran.
@@ -74,6 +86,7 @@ fn simulate(live: &LiveState, plan: &Plan) -> LiveState {
             Action::CreateContainer {
                 service,
                 name,
+                color,
                 revision,
                 config_hash,
                 config,
@@ -99,7 +112,7 @@ fn simulate(live: &LiveState, plan: &Plan) -> LiveState {
                     id: format!("id-{name}-{}", live.containers.len()),
                     name: name.clone(),
                     service: service.clone(),
-                    color: None,
+                    color: color.clone(),
                     revision: Some(revision.clone()),
                     config_hash: Some(config_hash.clone()),
                     config: Some(config.canonical_json()),
@@ -127,8 +140,49 @@ fn simulate(live: &LiveState, plan: &Plan) -> LiveState {
                 );
             }
             Action::RemoveContainer { name, .. } => {
+                let proxy_runs = live.containers.iter().any(|c| {
+                    c.name == format!("{}-proxy", live.release)
+                        && c.state == ContainerState::Running
+                });
+                let serving: Vec<String> = live
+                    .proxy_files
+                    .values()
+                    .flatten()
+                    .filter(|_| proxy_runs)
+                    .flat_map(|text| crate::proxy::serving_colors(text).into_values())
+                    .map(|(service, color)| format!("{}-{service}-{color}", live.release))
+                    .collect();
+                assert!(!serving.contains(name), "removed {name} while it serves");
                 live.containers.retain(|c| &c.name != name);
+                if *name == format!("{}-proxy", live.release) {
+                    live.proxy_files.clear();
+                }
             }
+            Action::SeedProxy { name, files } => {
+                let c = live.containers.iter().find(|c| &c.name == name).unwrap();
+                assert_eq!(c.state, ContainerState::Created, "seeded a started proxy");
+                for f in files {
+                    live.proxy_files
+                        .insert(f.path.clone(), Some(f.content.clone()));
+                }
+            }
+            Action::ConfigureProxy { name, files } => {
+                let c = live.containers.iter().find(|c| &c.name == name).unwrap();
+                assert_eq!(c.state, ContainerState::Running, "reloaded a stopped proxy");
+                for f in files {
+                    for (_, (service, color)) in crate::proxy::serving_colors(&f.content) {
+                        let target = format!("{}-{service}-{color}", live.release);
+                        let t = live.containers.iter().find(|c| c.name == target);
+                        assert!(
+                            t.is_some_and(|t| t.state == ContainerState::Running),
+                            "switched to {target}, which is not running"
+                        );
+                    }
+                    live.proxy_files
+                        .insert(f.path.clone(), Some(f.content.clone()));
+                }
+            }
+            Action::Verify { .. } | Action::Drain { .. } => {}
             Action::RemoveNetwork { name } => {
                 assert!(
                     !live.containers.iter().any(|c| c
@@ -149,11 +203,9 @@ fn live_with_images(d: &DesiredRelease) -> LiveState {
         release: d.release.clone(),
         ..LiveState::default()
     };
-    for s in &d.services {
-        live.images.insert(
-            s.container.image.clone(),
-            Some(format!("sha256:local-{}", s.container.image)),
-        );
+    for image in d.images() {
+        live.images
+            .insert(image.clone(), Some(format!("sha256:local-{image}")));
     }
     live
 }
@@ -277,7 +329,7 @@ fn a_secret_change_is_shown_without_its_value() {
         &live_with_images(&d1),
         &plan(&d1, &live_with_images(&d1)).unwrap(),
     );
-    let d2 = resolve(&spec(SHOP), "rev2", &Rotated).unwrap();
+    let d2 = resolve(&spec(SHOP), "rev2", &Rotated, &Repo(NGINX_CONF)).unwrap();
     let p = plan(&d2, &live).unwrap();
     assert_eq!(p.changes.len(), 1);
     assert_eq!(p.changes[0].fields.len(), 1);
@@ -375,16 +427,145 @@ services:
 }
 
 #[test]
-fn blue_green_is_refused_until_the_proxy_exists() {
+fn blue_green_without_a_proxy_is_refused_with_a_fix() {
     let d = desired(&SHOP.replace(
         "image: shop-api:1.4.1",
         "image: shop-api:1.4.1\n    strategy: blue-green",
     ));
     let e = plan(&d, &live_with_images(&d)).unwrap_err();
-    assert!(
-        e.to_string().contains("blue-green is not supported yet"),
-        "{e}"
+    let e = e.to_string();
+    assert!(e.contains("the spec has none") && e.contains("fix:"), "{e}");
+}
+
+const BG: &str = r#"
+version: 1
+release: shop
+networks: { edge: {} }
+proxy:
+  image: nginx:1
+  config: nginx.conf
+  ports: ["127.0.0.1:8080:80"]
+  networks: [edge]
+  routes: { api: { service: api, port: 8000 } }
+services:
+  api:
+    image: shop-api:1
+    strategy: blue-green
+    networks: [edge]
+    verify: { path: /version, body: "1" }
+    drain: 3s
+"#;
+
+fn kinds(p: &Plan) -> Vec<&'static str> {
+    p.steps.iter().map(|s| s.action.kind()).collect()
+}
+
+#[test]
+fn blue_green_first_deploy_starts_blue_then_the_proxy_pointing_at_it() {
+    let d = desired(BG);
+    let live = live_with_images(&d);
+    let p = plan(&d, &live).unwrap();
+    assert_eq!(
+        kinds(&p),
+        [
+            "create_network",
+            "create",
+            "start",
+            "gate",
+            "create",
+            "seed_proxy",
+            "start",
+            "gate",
+            "verify"
+        ]
     );
+    assert_eq!(p.steps[1].action.target(), "shop-api-blue");
+    assert_eq!(p.steps[4].action.target(), "shop-proxy");
+    let Action::SeedProxy { files, .. } = &p.steps[5].action else {
+        panic!()
+    };
+    assert!(
+        files[1].content.contains("server shop-api-blue:8000;"),
+        "{}",
+        files[1].content
+    );
+    let after = simulate(&live, &p);
+    assert!(
+        plan(&d, &after).unwrap().in_sync(),
+        "{}",
+        render_text(&plan(&d, &after).unwrap())
+    );
+}
+
+#[test]
+fn blue_green_image_change_switches_colors_and_retires_the_old_one_last() {
+    let d1 = desired(BG);
+    let live = simulate(
+        &live_with_images(&d1),
+        &plan(&d1, &live_with_images(&d1)).unwrap(),
+    );
+    let d2 = desired(&BG.replace("shop-api:1", "shop-api:2"));
+    let p = plan(&d2, &live).unwrap();
+    assert_eq!(
+        kinds(&p),
+        ["pull", "create", "start", "gate", "switch", "verify", "drain", "remove"]
+    );
+    assert_eq!(p.steps[1].action.target(), "shop-api-green");
+    assert_eq!(p.steps[7].action.target(), "shop-api-blue");
+    let text = render_text(&p);
+    assert!(text.contains("~ service api (config changed)"), "{text}");
+    assert!(text.contains("color: blue -> green"), "{text}");
+    assert!(text.contains("~ proxy proxy (files changed"), "{text}");
+    assert!(text.contains("upstream.api: blue -> green"), "{text}");
+    let Action::Drain { period, .. } = &p.steps[6].action else {
+        panic!()
+    };
+    assert_eq!(*period, std::time::Duration::from_secs(3));
+    let after = simulate(&live, &p);
+    assert!(plan(&d2, &after).unwrap().in_sync());
+    // And back: the next change goes to blue again.
+    let d3 = desired(&BG.replace("shop-api:1", "shop-api:3"));
+    let p3 = plan(&d3, &after).unwrap();
+    assert_eq!(p3.steps[1].action.target(), "shop-api-blue");
+}
+
+#[test]
+fn an_nginx_conf_change_is_a_reload_without_new_containers() {
+    let d1 = desired(BG);
+    let live = simulate(
+        &live_with_images(&d1),
+        &plan(&d1, &live_with_images(&d1)).unwrap(),
+    );
+    let d2 = resolve(
+        &spec(BG),
+        "rev2",
+        &NoHost,
+        &Repo("events {}\nhttp { include /etc/nginx/reconciler/upstreams.conf; gzip on; }\n"),
+    )
+    .unwrap();
+    let p = plan(&d2, &live).unwrap();
+    assert_eq!(kinds(&p), ["switch"]);
+    let Action::ConfigureProxy { files, .. } = &p.steps[0].action else {
+        panic!()
+    };
+    assert_eq!(files.len(), 1, "only the changed file is delivered");
+    assert_eq!(files[0].path, "/etc/nginx/nginx.conf");
+}
+
+#[test]
+fn a_hand_edited_upstream_file_is_drift_repaired_by_a_reload() {
+    let d = desired(BG);
+    let mut live = simulate(
+        &live_with_images(&d),
+        &plan(&d, &live_with_images(&d)).unwrap(),
+    );
+    live.proxy_files.insert(
+        "/etc/nginx/reconciler/upstreams.conf".into(),
+        Some("upstream api { server 10.0.0.9:80; }\n".into()),
+    );
+    let p = plan(&d, &live).unwrap();
+    // The blue container still runs and is the only color: it keeps serving, no new color.
+    assert_eq!(kinds(&p), ["switch"], "{}", render_text(&p));
 }
 
 #[test]
@@ -424,23 +605,37 @@ struct RandomService {
     /// Bit i: depends on service i (only earlier services, so the graph is acyclic).
     deps: u8,
     network: u8,
+    blue_green: bool,
 }
 
 fn random_spec(services: &[RandomService]) -> String {
-    let mut y = String::from(
-        "version: 1\nrelease: prop\nnetworks: { n0: {}, n1: {}, n2: {} }\nservices:\n",
-    );
+    let mut y = String::from("version: 1\nrelease: prop\nnetworks: { n0: {}, n1: {}, n2: {} }\n");
+    let routed: Vec<String> = services
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.blue_green)
+        .map(|(i, _)| format!("r{i}: {{ service: s{i}, port: 80 }}"))
+        .collect();
+    if !routed.is_empty() {
+        y.push_str(&format!(
+            "proxy: {{ image: 'nginx:1', config: nginx.conf, ports: ['127.0.0.1:8080:80'], networks: [n0, n1, n2], routes: {{ {} }} }}\n",
+            routed.join(", ")
+        ));
+    }
+    y.push_str("services:\n");
     for (i, s) in services.iter().enumerate() {
         let deps: Vec<String> = (0..i)
             .filter(|j| s.deps & (1 << j) != 0)
             .map(|j| format!("s{j}"))
             .collect();
         y.push_str(&format!(
-            "  s{i}:\n    image: img{}:1\n    environment: {{ V: \"{}\" }}\n    networks: [n{}]\n    depends_on: [{}]\n",
+            "  s{i}:\n    image: img{}:1\n    environment: {{ V: \"{}\" }}\n    networks: [n{}]\n    depends_on: [{}]\n    strategy: {}\n{}",
             s.image % 3,
             s.env % 3,
             s.network % 3,
-            deps.join(", ")
+            deps.join(", "),
+            if s.blue_green { "blue-green" } else { "recreate" },
+            if s.blue_green { "    verify: { path: /v }\n" } else { "" },
         ));
     }
     y
@@ -448,14 +643,20 @@ fn random_spec(services: &[RandomService]) -> String {
 
 fn services_strategy() -> impl Strategy<Value = Vec<RandomService>> {
     prop::collection::vec(
-        (any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>()).prop_map(
-            |(image, env, deps, network)| RandomService {
+        (
+            any::<u8>(),
+            any::<u8>(),
+            any::<u8>(),
+            any::<u8>(),
+            any::<bool>(),
+        )
+            .prop_map(|(image, env, deps, network, blue_green)| RandomService {
                 image,
                 env,
                 deps,
                 network,
-            },
-        ),
+                blue_green,
+            }),
         1..6,
     )
 }
@@ -508,8 +709,8 @@ proptest! {
             }
         }
         let d2 = desired(&random_spec(&after));
-        for s in &d2.services {
-            live.images.entry(s.container.image.clone()).or_insert(None);
+        for image in d2.images() {
+            live.images.entry(image).or_insert(None);
         }
         let p = plan(&d2, &live).unwrap();
 
@@ -533,7 +734,7 @@ proptest! {
         }
         // Every service with steps has exactly one change entry, and only those do.
         let mut touched: BTreeMap<String, usize> = BTreeMap::new();
-        for c in p.changes.iter().filter(|c| c.kind == ObjectKind::Service) {
+        for c in p.changes.iter().filter(|c| matches!(c.kind, ObjectKind::Service | ObjectKind::Proxy)) {
             *touched.entry(c.name.clone()).or_default() += 1;
         }
         prop_assert!(touched.values().all(|n| *n == 1));
