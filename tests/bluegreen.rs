@@ -1,0 +1,171 @@
+//! Blue-green through nginx under continuous load: (a) v1 -> v2 succeeds, (b) a release whose
+//! health gate fails, (c) one that crashes at start, (d) one that passes its gate but fails
+//! `verify`. Every case: zero failed requests out of at least 5,000, and after (b)-(d) the host
+//! is exactly as before (same container ids serving, same upstream file), still answering v2.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::docker::{docker, TestRelease};
+use common::gitrepo::TestRepo;
+use common::images::ensure_images;
+use common::load::Load;
+
+/// Requests each case must see at least, while the deploy happens.
+const MIN_REQUESTS: u64 = 5_000;
+
+const NGINX_CONF: &str = "worker_processes 2;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    include /etc/nginx/reconciler/upstreams.conf;
+    server {
+        listen 80;
+        location / { proxy_pass http://web; }
+    }
+}
+";
+
+fn spec(release: &str, port: u16, version: &str, env: &str, verify_body: &str) -> String {
+    format!(
+        r#"version: 1
+release: {release}
+networks: {{ edge: {{}} }}
+proxy:
+  image: reconciler-test/nginx:1
+  config: nginx.conf
+  ports: ["127.0.0.1:{port}:80"]
+  networks: [edge]
+  routes: {{ web: {{ service: web, port: 8000 }} }}
+services:
+  web:
+    image: reconciler-test/app:{version}
+    strategy: blue-green
+    networks: [edge]
+    environment: {{ MODE: bluegreen{env} }}
+    stop_grace_period: 2s
+    health: {{ http: {{ port: 8000, path: /health }}, interval: 250ms, deadline: 5s }}
+    verify: {{ path: /version, body: {verify_body}, deadline: 3s }}
+    drain: 3s
+"#
+    )
+}
+
+struct Host {
+    release: TestRelease,
+    repo: TestRepo,
+    state: tempfile::TempDir,
+    port: u16,
+}
+
+impl Host {
+    fn apply(&self, version: &str, env: &str, verify_body: &str) -> Output {
+        self.repo.write(
+            "release.yaml",
+            &spec(&self.release.name, self.port, version, env, verify_body),
+        );
+        self.repo.commit(&format!("{version}{env}"));
+        Command::new(env!("CARGO_BIN_EXE_reconciler"))
+            .args(["apply", "--repo", &self.repo.url()])
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .env("RECONCILER_LOG", "info")
+            .output()
+            .expect("reconciler runs")
+    }
+
+    /// Which container serves, by id, and the upstream file nginx runs with.
+    fn serving(&self) -> (Vec<String>, String) {
+        let ids = docker(&[
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label=io.reconciler.release={}", self.release.name),
+            "--filter",
+            "label=io.reconciler.service=web",
+        ])
+        .unwrap_or_default();
+        let mut ids: Vec<String> = ids.lines().map(str::to_string).collect();
+        ids.sort();
+        let upstreams = docker(&[
+            "exec",
+            &self.release.obj("proxy"),
+            "cat",
+            "/etc/nginx/reconciler/upstreams.conf",
+        ])
+        .unwrap_or_default();
+        (ids, upstreams)
+    }
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[test]
+fn blue_green_under_load_has_zero_failed_requests_and_rolls_back_atomically() {
+    ensure_images(&["app", "nginx"]);
+    let host = Host {
+        release: TestRelease::new("bluegreen"),
+        repo: TestRepo::new(),
+        state: tempfile::tempdir().expect("state dir"),
+        port: free_port(),
+    };
+    host.repo.write("nginx.conf", NGINX_CONF);
+    let out = host.apply("v1", "", "v1");
+    assert_eq!(out.status.code(), Some(0), "v1: {}", show(&out));
+
+    let start_load = || Load::start(host.port, "/", MIN_REQUESTS * 4, Duration::from_secs(240));
+
+    // (a) v1 -> v2.
+    let load = start_load();
+    let out = host.apply("v2", "", "v2");
+    let report = load.finish_after(MIN_REQUESTS);
+    assert_eq!(out.status.code(), Some(0), "(a): {}", show(&out));
+    eprintln!("(a) v1 -> v2: {}", report.summary());
+    assert_eq!(report.failures, 0, "(a) failed requests: {report:?}");
+    assert!(report.total >= MIN_REQUESTS, "(a) only {} requests", report.total);
+    assert!(report.count_containing("v1") > 0 && report.count_containing("v2") > 0, "{report:?}");
+    let before = host.serving();
+    assert_eq!(before.0.len(), 1, "one color serves after the release: {before:?}");
+    assert!(before.1.contains("color=green"), "{}", before.1);
+
+    // (b)-(d): each fails, is rolled back, and the load never sees a failure.
+    let cases = [
+        ("(b) health gate fails", ", APP_FAIL_HEALTH: \"1\"", "gate"),
+        ("(c) crash at start", ", APP_CRASH: \"1\"", "exited"),
+        ("(d) verify fails", ", APP_FAIL_VERIFY: \"1\"", "verify"),
+    ];
+    for (name, env, expect_in_error) in cases {
+        let load = start_load();
+        let out = host.apply("v3", env, "v3");
+        let report = load.finish_after(MIN_REQUESTS);
+        eprintln!("{name}: {}", report.summary());
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", show(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expect_in_error), "{name}: {stderr}");
+        assert!(stderr.contains("rolled back"), "{name}: {stderr}");
+        assert_eq!(report.failures, 0, "{name}: failed requests: {report:?}");
+        assert!(report.total >= MIN_REQUESTS, "{name}: only {} requests", report.total);
+        assert_eq!(host.serving(), before, "{name}: the host is not as it was");
+        // After the rollback every response comes from v2 again.
+        let after = Load::start(host.port, "/", 200, Duration::from_secs(30)).finish_after(200);
+        assert_eq!(after.failures, 0, "{name}: {after:?}");
+        assert_eq!(after.count_containing("v2"), after.total, "{name}: {after:?}");
+    }
+}
