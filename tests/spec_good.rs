@@ -119,3 +119,39 @@ fn error_at_points_into_the_spec() {
         "{e}"
     );
 }
+
+#[test]
+fn blue_green_example_normalises() {
+    let l = load("blue-green.yaml");
+    let s = &l.spec;
+    let proxy = s.proxy.as_ref().expect("the example has a proxy");
+    assert_eq!(proxy.config, "deploy/nginx.conf");
+    assert_eq!(proxy.upstreams_file, "/etc/nginx/reconciler/upstreams.conf");
+    assert_eq!(
+        proxy.network_attachments(),
+        vec![("edge".to_string(), vec![])]
+    );
+    assert_eq!(proxy.routes_to("api").collect::<Vec<_>>(), vec!["api"]);
+    assert_eq!(proxy.routes["web"].port, 3000);
+    assert_eq!(s.services["api"].strategy, Strategy::BlueGreen);
+    assert_eq!(s.services["db"].strategy, Strategy::Recreate);
+    let web = s.services["web"].verify.as_ref().expect("web has verify");
+    // Unset verify fields take the model's defaults.
+    assert_eq!(
+        (web.path.as_str(), web.expect, web.port),
+        ("/", 200, Some(80))
+    );
+    assert_eq!(
+        s.services["api"].drain.as_ref().unwrap().parse().unwrap(),
+        std::time::Duration::from_secs(15)
+    );
+}
+
+#[test]
+fn upstreams_file_defaults() {
+    let text = "version: 1\nrelease: shop\nservices:\n  api:\n    image: shop-api:1\n    strategy: blue-green\nproxy:\n  image: nginx:1.27-alpine\n  config: nginx.conf\n  ports: [\"80:80\"]\n  routes:\n    api: { service: api, port: 8000 }\n";
+    let l = spec::load("release.yaml", text).unwrap();
+    let proxy = l.spec.proxy.unwrap();
+    assert_eq!(proxy.upstreams_file, "/etc/nginx/reconciler/upstreams.conf");
+    assert_eq!(proxy.ports.len(), 1);
+}

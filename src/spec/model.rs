@@ -453,6 +453,38 @@ impl DurationStr {
     }
 }
 
+/// `networks:` of a service or of the proxy as `(name, aliases)` pairs, in the order written.
+fn attachments(networks: &Option<ServiceNetworks>) -> Vec<(String, Vec<String>)> {
+    match networks {
+        None => Vec::new(),
+        Some(ServiceNetworks::List(v)) => v.iter().map(|n| (n.clone(), Vec::new())).collect(),
+        Some(ServiceNetworks::Map(m)) => m
+            .iter()
+            .map(|(n, cfg)| {
+                (
+                    n.clone(),
+                    cfg.as_ref().map(|c| c.aliases.clone()).unwrap_or_default(),
+                )
+            })
+            .collect(),
+    }
+}
+
+impl ProxySpec {
+    /// Network names with their aliases, in the order written (same forms as a service's).
+    pub fn network_attachments(&self) -> Vec<(String, Vec<String>)> {
+        attachments(&self.networks)
+    }
+
+    /// Upstream names routed to `service`, in the order written.
+    pub fn routes_to<'a>(&'a self, service: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.routes
+            .iter()
+            .filter(move |(_, r)| r.service == service)
+            .map(|(u, _)| u.as_str())
+    }
+}
+
 impl ServiceSpec {
     /// Names of the services this one waits for, in the order written.
     pub fn dependencies(&self) -> Vec<String> {
@@ -465,19 +497,7 @@ impl ServiceSpec {
 
     /// Network names with their aliases, in the order written.
     pub fn network_attachments(&self) -> Vec<(String, Vec<String>)> {
-        match &self.networks {
-            None => Vec::new(),
-            Some(ServiceNetworks::List(v)) => v.iter().map(|n| (n.clone(), Vec::new())).collect(),
-            Some(ServiceNetworks::Map(m)) => m
-                .iter()
-                .map(|(n, cfg)| {
-                    (
-                        n.clone(),
-                        cfg.as_ref().map(|c| c.aliases.clone()).unwrap_or_default(),
-                    )
-                })
-                .collect(),
-        }
+        attachments(&self.networks)
     }
 
     /// `environment:` as ordered `(key, value)` pairs; a list entry without `=` and a map entry

@@ -262,6 +262,17 @@ fn translate(schema: &Value, err: &ValidationError<'_>) -> Vec<Issue> {
                     "add `release: NAME`; it prefixes every container, network and volume"
                         .to_string()
                 }
+                ("proxy", "image") => {
+                    "add `image:` with a pinned nginx image, e.g. `nginx:1.27-alpine`".to_string()
+                }
+                ("proxy", "config") => {
+                    "add `config:` naming the nginx.conf in the repo, relative to release.yaml (e.g. `nginx/nginx.conf`)"
+                        .to_string()
+                }
+                ("proxy", "routes") => {
+                    "add `routes: { UPSTREAM: { service: NAME, port: PORT } }`; nginx.conf sends traffic with `proxy_pass http://UPSTREAM;`"
+                        .to_string()
+                }
                 _ => format!("add `{name}:`"),
             };
             vec![Issue::new(
@@ -424,6 +435,61 @@ mod tests {
     fn durations_the_schema_rejects() {
         for bad in ["2", "2 s", "1.5s", "s", "-1s", "2sec", ""] {
             assert!(!validate(&duration_doc(bad)).unwrap().is_empty(), "{bad}");
+        }
+    }
+
+    fn proxy_doc(config: &str, upstreams_file: &str) -> Value {
+        json!({"version": 1, "release": "shop",
+            "services": {"api": {"image": "a:1", "strategy": "blue-green"}},
+            "proxy": {"image": "nginx:1.27", "config": config, "upstreams_file": upstreams_file,
+                "ports": ["80:80"], "routes": {"api": {"service": "api", "port": 8000}}}})
+    }
+
+    #[test]
+    fn proxy_config_is_a_relative_path_inside_the_repo() {
+        let ok = "/etc/nginx/reconciler/upstreams.conf";
+        for good in [
+            "nginx.conf",
+            "nginx/nginx.conf",
+            "./deploy/nginx.conf",
+            ".nginx/site.conf",
+            "deploy/..hidden/nginx.conf",
+        ] {
+            assert_eq!(validate(&proxy_doc(good, ok)).unwrap(), vec![], "{good}");
+        }
+        // Absolute paths would read the host, and `..` could leave the checkout.
+        for bad in [
+            "/etc/nginx/nginx.conf",
+            "../nginx.conf",
+            "deploy/../../nginx.conf",
+            "deploy/..",
+            "deploy/",
+            "deploy//nginx.conf",
+            ".",
+            "",
+            "my nginx.conf",
+        ] {
+            let issues = validate(&proxy_doc(bad, ok)).unwrap();
+            assert_eq!(issues.len(), 1, "{bad}: {issues:?}");
+            assert_eq!(issues[0].path, "proxy.config");
+        }
+    }
+
+    #[test]
+    fn upstreams_file_is_an_absolute_file_path() {
+        for good in ["/etc/nginx/reconciler/upstreams.conf", "/u.conf"] {
+            assert_eq!(validate(&proxy_doc("n.conf", good)).unwrap(), vec![]);
+        }
+        for bad in [
+            "upstreams.conf",
+            "/etc/nginx/",
+            "/",
+            "/etc/my file.conf",
+            "",
+        ] {
+            let issues = validate(&proxy_doc("n.conf", bad)).unwrap();
+            assert_eq!(issues.len(), 1, "{bad}: {issues:?}");
+            assert_eq!(issues[0].path, "proxy.upstreams_file");
         }
     }
 

@@ -6,7 +6,10 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-use super::model::{DependsOn, Environment, ReleaseSpec, ServiceNetworks, ServiceSpec, Strategy};
+use super::model::{
+    DependsOn, Environment, PortSpec, ProxySpec, ReleaseSpec, ServiceNetworks, ServiceSpec,
+    Strategy,
+};
 use super::schema::Issue;
 
 /// All checks on a structurally valid spec.
@@ -19,26 +22,47 @@ pub fn check(spec: &ReleaseSpec) -> Vec<Issue> {
     out.extend(check_port_clashes(spec));
     out.extend(check_literal_secrets(spec));
     out.extend(check_strategy_supported(spec));
+    out.extend(check_reserved_names(spec));
+    out.extend(check_blue_green(spec));
+    out.extend(check_routes(spec));
     out
 }
+
+/// The network a service or the proxy joins when it names none (the engine creates it as
+/// `<release>-default`, like compose's `<project>_default`); a declared network called `default`
+/// is the same network, so comparing names is enough.
+const IMPLICIT_NETWORK: &str = "default";
+
+/// Color suffixes of a blue-green service's containers (`<release>-<service>-blue|green`).
+pub const COLORS: [&str; 2] = ["blue", "green"];
 
 fn svc_path(name: &str, rest: &str) -> String {
     format!("services.{name}.{rest}")
 }
 
-/// Path of each entry of a list-or-map key: `key.N` for lists, `key.NAME` for maps.
-fn network_entries(name: &str, s: &ServiceSpec) -> Vec<(String, String)> {
-    match &s.networks {
+/// Path of each entry of a list-or-map `networks` key under `prefix`: `networks.N` for lists,
+/// `networks.NAME` for maps.
+fn network_entries(prefix: &str, networks: &Option<ServiceNetworks>) -> Vec<(String, String)> {
+    match networks {
         None => Vec::new(),
         Some(ServiceNetworks::List(v)) => v
             .iter()
             .enumerate()
-            .map(|(i, n)| (n.clone(), svc_path(name, &format!("networks.{i}"))))
+            .map(|(i, n)| (n.clone(), format!("{prefix}.networks.{i}")))
             .collect(),
         Some(ServiceNetworks::Map(m)) => m
             .keys()
-            .map(|n| (n.clone(), svc_path(name, &format!("networks.{n}"))))
+            .map(|n| (n.clone(), format!("{prefix}.networks.{n}")))
             .collect(),
+    }
+}
+
+/// The networks a container joins: the ones written, or the implicit default network.
+fn joined_networks(attachments: Vec<(String, Vec<String>)>) -> Vec<String> {
+    if attachments.is_empty() {
+        vec![IMPLICIT_NETWORK.to_string()]
+    } else {
+        attachments.into_iter().map(|(n, _)| n).collect()
     }
 }
 
@@ -59,8 +83,16 @@ fn dependency_entries(name: &str, s: &ServiceSpec) -> Vec<(String, String)> {
 
 fn check_networks_declared(spec: &ReleaseSpec) -> Vec<Issue> {
     let mut out = Vec::new();
-    for (name, s) in &spec.services {
-        for (net, path) in network_entries(name, s) {
+    let services = spec
+        .services
+        .iter()
+        .map(|(name, s)| network_entries(&format!("services.{name}"), &s.networks));
+    let proxy = spec
+        .proxy
+        .iter()
+        .map(|p| network_entries("proxy", &p.networks));
+    for entries in services.chain(proxy) {
+        for (net, path) in entries {
             if !spec.networks.contains_key(&net) {
                 out.push(Issue::new(
                     path,
@@ -217,16 +249,35 @@ pub fn published(mapping: &str) -> Option<(String, u16, String)> {
     Some((ip.to_string(), port.parse().ok()?, proto))
 }
 
+/// The container port of a short-syntax mapping (`"127.0.0.1:8080:80/tcp"` → 80).
+pub fn container_port(mapping: &str) -> Option<u16> {
+    let spec = mapping.rsplit_once('/').map_or(mapping, |(s, _)| s);
+    spec.rsplit_once(':')?.1.parse().ok()
+}
+
+/// Host ports are one namespace for the services and the proxy alike: a clash makes the second
+/// container fail to start in the middle of an apply.
 fn check_port_clashes(spec: &ReleaseSpec) -> Vec<Issue> {
     let mut taken: Vec<((String, u16, String), String, String)> = Vec::new();
     let mut out = Vec::new();
-    for (name, s) in &spec.services {
-        for (i, p) in s.ports.iter().enumerate() {
-            let super::model::PortSpec::Short(text) = p else {
+    let services = spec.services.iter().map(|(name, s)| {
+        (
+            format!("service `{name}`"),
+            format!("services.{name}"),
+            &s.ports,
+        )
+    });
+    let proxy = spec
+        .proxy
+        .iter()
+        .map(|p| ("the proxy".to_string(), "proxy".to_string(), &p.ports));
+    for (owner_name, prefix, ports) in services.chain(proxy) {
+        for (i, p) in ports.iter().enumerate() {
+            let PortSpec::Short(text) = p else {
                 continue;
             };
             let Some(key) = published(text) else { continue };
-            let path = svc_path(name, &format!("ports.{i}"));
+            let path = format!("{prefix}.ports.{i}");
             let clash = taken.iter().find(|(k, _, _)| {
                 k.1 == key.1 && k.2 == key.2 && (k.0 == key.0 || k.0.is_empty() || key.0.is_empty())
             });
@@ -234,16 +285,16 @@ fn check_port_clashes(spec: &ReleaseSpec) -> Vec<Issue> {
                 out.push(Issue::new(
                     path.clone(),
                     format!(
-                        "host port {}/{} is already published by service `{owner}` ({owner_path})",
+                        "host port {}/{} is already published by {owner} ({owner_path})",
                         key.1, key.2
                     ),
                     Some(
-                        "publish a different host port, or publish it from one service only"
+                        "publish a different host port, or publish it from one container only"
                             .to_string(),
                     ),
                 ));
             }
-            taken.push((key, name.clone(), path));
+            taken.push((key, owner_name.clone(), path));
         }
     }
     out
@@ -313,23 +364,258 @@ fn check_literal_secrets(spec: &ReleaseSpec) -> Vec<Issue> {
     out
 }
 
-/// Blue-green and rolling replacement need the nginx proxy to switch traffic; until it lands they
-/// are rejected here, in one place, so lifting the restriction is a one-line change.
+/// Rolling replacement needs several replicas behind the proxy; until that lands it is rejected
+/// here, in one place, so lifting the restriction is a one-line change.
 pub fn check_strategy_supported(spec: &ReleaseSpec) -> Vec<Issue> {
     spec.services
         .iter()
-        .filter(|(_, s)| s.strategy != Strategy::Recreate)
+        .filter(|(_, s)| s.strategy == Strategy::Rolling)
         .map(|(name, s)| {
             Issue::new(
                 svc_path(name, "strategy"),
                 format!(
-                    "strategy `{}` is not supported yet: arrives with the nginx proxy",
+                    "strategy `{}` is not supported yet: arrives with replicas behind the proxy",
                     s.strategy.as_str()
                 ),
-                Some("use `strategy: recreate` (the default) for now".to_string()),
+                Some(
+                    "use `strategy: blue-green` (routed through `proxy:`) or `recreate` for now"
+                        .to_string(),
+                ),
             )
         })
         .collect()
+}
+
+/// Names whose containers would collide with containers the reconciler creates itself: the
+/// proxy's `<release>-proxy` and the colors `<release>-<service>-blue|green` of a blue-green
+/// service. Checked even without a `proxy:` section, so adding one later cannot break a release.
+fn check_reserved_names(spec: &ReleaseSpec) -> Vec<Issue> {
+    let mut out = Vec::new();
+    for name in spec.services.keys() {
+        if name == "proxy" {
+            out.push(Issue::new(
+                format!("services.{name}"),
+                format!(
+                    "service name `proxy` is reserved: the proxy's container is `{}-proxy`",
+                    spec.release
+                ),
+                Some(
+                    "rename the service (e.g. `web`); to run nginx in front of services, use the top-level `proxy:` section"
+                        .to_string(),
+                ),
+            ));
+            continue;
+        }
+        let color_of = COLORS.iter().find_map(|c| {
+            let base = name.strip_suffix(&format!("-{c}"))?;
+            spec.services
+                .get(base)
+                .filter(|s| s.strategy == Strategy::BlueGreen)
+                .map(|_| base)
+        });
+        if let Some(base) = color_of {
+            out.push(Issue::new(
+                format!("services.{name}"),
+                format!(
+                    "container `{}-{name}` would be one of the colors of blue-green service `{base}`",
+                    spec.release
+                ),
+                Some("rename the service; `-blue` and `-green` name the colors of a blue-green service".to_string()),
+            ));
+        }
+    }
+    out
+}
+
+/// Rules of `strategy: blue-green` on each service: it needs the proxy and a route (traffic is
+/// switched by rewriting the proxy's upstreams), its host ports would clash (both colors run at
+/// once), and `verify`/`drain` mean nothing without it.
+fn check_blue_green(spec: &ReleaseSpec) -> Vec<Issue> {
+    let mut out = Vec::new();
+    for (name, s) in &spec.services {
+        if s.strategy != Strategy::BlueGreen {
+            // Rolling is already reported as unsupported; one error per mistake.
+            if s.strategy == Strategy::Recreate {
+                for (key, present) in [("verify", s.verify.is_some()), ("drain", s.drain.is_some())]
+                {
+                    if present {
+                        out.push(Issue::new(
+                            svc_path(name, key),
+                            format!(
+                                "`{key}` only applies to `strategy: blue-green`; service `{name}` uses `{}`",
+                                s.strategy.as_str()
+                            ),
+                            Some(format!(
+                                "remove `{key}:`, or set `strategy: blue-green` and route the service through `proxy.routes`"
+                            )),
+                        ));
+                    }
+                }
+            }
+            continue;
+        }
+        for (i, p) in s.ports.iter().enumerate() {
+            let shown = match p {
+                PortSpec::Short(t) => t.clone(),
+                PortSpec::Number(n) => n.to_string(),
+            };
+            out.push(Issue::new(
+                svc_path(name, &format!("ports.{i}")),
+                format!(
+                    "blue-green service `{name}` publishes host port `{shown}`: both colors run at once during a deploy and would clash"
+                ),
+                Some("remove it from the service and publish through the proxy (`proxy.ports`)".to_string()),
+            ));
+        }
+        let Some(proxy) = &spec.proxy else {
+            out.push(Issue::new(
+                svc_path(name, "strategy"),
+                format!("strategy `blue-green` needs a top-level `proxy:` section; service `{name}` has no proxy to switch traffic"),
+                Some(format!(
+                    "add `proxy:` with `image`, `config` and a route `routes: {{ {name}: {{ service: {name}, port: PORT }} }}`, or use `strategy: recreate`"
+                )),
+            ));
+            continue;
+        };
+        // A route to a misspelt service is reported by `check_routes` with a suggestion; saying
+        // here too that the intended service has no route would report one typo twice.
+        let route_typo = proxy
+            .routes
+            .values()
+            .any(|r| !spec.services.contains_key(&r.service));
+        if !route_typo && proxy.routes_to(name).next().is_none() {
+            out.push(Issue::new(
+                svc_path(name, "strategy"),
+                format!("blue-green service `{name}` is not the target of any route in `proxy.routes`"),
+                Some(format!(
+                    "add a route under `proxy.routes` (e.g. `{name}: {{ service: {name}, port: PORT }}`); blue-green switches traffic through the proxy"
+                )),
+            ));
+        }
+        out.extend(check_verify_reachable(name, s, proxy));
+    }
+    out
+}
+
+/// `verify` is sent to 127.0.0.1 on a port the proxy publishes (the first published TCP port
+/// unless `verify.port` names the proxy's container port), so that port must exist and listen
+/// on the loopback address. Verification runs with defaults even without `verify:`.
+fn check_verify_reachable(name: &str, s: &ServiceSpec, proxy: &ProxySpec) -> Option<Issue> {
+    let reachable: Vec<u16> = proxy
+        .ports
+        .iter()
+        .filter_map(|p| match p {
+            PortSpec::Short(t) => {
+                let (ip, _, proto) = published(t)?;
+                (proto == "tcp" && (ip.is_empty() || ip.starts_with("127.")))
+                    .then(|| container_port(t))
+                    .flatten()
+            }
+            PortSpec::Number(_) => None,
+        })
+        .collect();
+    let wanted = s.verify.as_ref().and_then(|v| v.port);
+    match wanted {
+        None if reachable.is_empty() => Some(Issue::new(
+            "proxy.ports",
+            format!(
+                "the proxy publishes no TCP port on 127.0.0.1 or all addresses, so blue-green service `{name}` cannot be verified through it"
+            ),
+            Some("publish one, e.g. `proxy.ports: [\"80:80\"]` or `[\"127.0.0.1:8080:80\"]`".to_string()),
+        )),
+        Some(port) if !reachable.contains(&port) => Some(Issue::new(
+            svc_path(name, "verify.port"),
+            format!(
+                "the proxy does not publish container port {port} over TCP on 127.0.0.1 or all addresses, so verify cannot reach it"
+            ),
+            Some(if reachable.is_empty() {
+                format!("publish it in `proxy.ports` (e.g. \"{port}:{port}\")")
+            } else {
+                format!(
+                    "use one of the proxy's published container ports ({}), or publish {port} in `proxy.ports`",
+                    reachable.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+                )
+            }),
+        )),
+        _ => None,
+    }
+}
+
+/// Each route must lead to a declared blue-green service the proxy can reach on a network.
+fn check_routes(spec: &ReleaseSpec) -> Vec<Issue> {
+    let Some(proxy) = &spec.proxy else {
+        return Vec::new();
+    };
+    let proxy_nets = joined_networks(proxy.network_attachments());
+    let mut out = Vec::new();
+    let mut reported: HashSet<&str> = HashSet::new();
+    for (upstream, route) in &proxy.routes {
+        let path = format!("proxy.routes.{upstream}.service");
+        let Some(s) = spec.services.get(&route.service) else {
+            let fix = match super::schema::suggest(
+                &route.service,
+                spec.services.keys().map(String::as_str),
+            ) {
+                Some(close) => format!("did you mean `{close}`?"),
+                None => format!(
+                    "services in this release: {}",
+                    spec.services.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            };
+            out.push(Issue::new(
+                path,
+                format!(
+                    "route `{upstream}` sends traffic to unknown service `{}`",
+                    route.service
+                ),
+                Some(fix),
+            ));
+            continue;
+        };
+        // One report per service, however many upstreams point at it.
+        if !reported.insert(route.service.as_str()) {
+            continue;
+        }
+        if s.strategy == Strategy::Recreate {
+            out.push(Issue::new(
+                svc_path(&route.service, "strategy"),
+                format!(
+                    "service `{}` is routed by the proxy (`proxy.routes.{upstream}`) but uses strategy `recreate`",
+                    route.service
+                ),
+                Some(
+                    "set `strategy: blue-green`; recreate would stop the only container behind the proxy and cut traffic"
+                        .to_string(),
+                ),
+            ));
+        }
+        let service_nets = joined_networks(s.network_attachments());
+        if !service_nets.iter().any(|n| proxy_nets.contains(n)) {
+            out.push(Issue::new(
+                path,
+                format!(
+                    "the proxy cannot reach service `{}`: they share no network (proxy on {}, `{}` on {})",
+                    route.service,
+                    quoted(&proxy_nets),
+                    route.service,
+                    quoted(&service_nets)
+                ),
+                Some(format!(
+                    "add `{}` to `proxy.networks` (or put the service on one of the proxy's networks)",
+                    service_nets.first().map_or(IMPLICIT_NETWORK, String::as_str)
+                )),
+            ));
+        }
+    }
+    out
+}
+
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Placeholders such as `CHANGE_ME` anywhere in the document; runs on the raw value so it works
@@ -410,6 +696,83 @@ mod tests {
         assert!(has_url_credentials("postgres://shop:s3cret@db/shop"));
         assert!(!has_url_credentials("postgres://shop@db/shop"));
         assert!(!has_url_credentials("https://example.com/a@b"));
+    }
+
+    #[test]
+    fn container_ports_parse() {
+        assert_eq!(container_port("8080:80"), Some(80));
+        assert_eq!(container_port("127.0.0.1:8443:443/tcp"), Some(443));
+        assert_eq!(container_port("[::1]:53:53/udp"), Some(53));
+        assert_eq!(container_port("80"), None);
+    }
+
+    const PROXIED: &str = "version: 1\nrelease: shop\nservices:\n  api:\n    image: a:1\n    strategy: blue-green\nproxy:\n  image: nginx:1.27\n  config: nginx.conf\n  ports: [\"80:80\"]\n  routes:\n    api: { service: api, port: 8000 }\n";
+
+    fn issues(yaml: &str) -> Vec<Issue> {
+        let value: Value = match serde_saphyr::from_str(yaml) {
+            Ok(v) => v,
+            Err(e) => panic!("{e}: {yaml}"),
+        };
+        let spec: ReleaseSpec = match serde_json::from_value(value) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}: {yaml}"),
+        };
+        check(&spec)
+    }
+
+    fn paths(yaml: &str) -> Vec<String> {
+        issues(yaml).into_iter().map(|i| i.path).collect()
+    }
+
+    #[test]
+    fn proxy_and_service_without_networks_share_the_default_network() {
+        assert_eq!(issues(PROXIED), vec![]);
+    }
+
+    #[test]
+    fn two_upstreams_to_one_service_report_it_once() {
+        let yaml = PROXIED.replace("strategy: blue-green", "strategy: recreate")
+            + "    admin: { service: api, port: 9000 }\n";
+        assert_eq!(paths(&yaml), vec!["services.api.strategy"]);
+    }
+
+    #[test]
+    fn a_routed_rolling_service_is_reported_as_unsupported_only() {
+        let yaml = PROXIED.replace("strategy: blue-green", "strategy: rolling");
+        let found = issues(&yaml);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].message.contains("replicas behind the proxy"));
+    }
+
+    #[test]
+    fn verify_needs_the_proxy_on_loopback() {
+        // Verify connects to 127.0.0.1, so a port published on another address does not count.
+        let other = PROXIED.replace("\"80:80\"", "\"10.0.0.5:80:80\"");
+        assert_eq!(paths(&other), vec!["proxy.ports"]);
+        let loopback = PROXIED.replace("\"80:80\"", "\"127.0.0.1:8080:80\"");
+        assert_eq!(issues(&loopback), vec![]);
+        let udp = PROXIED.replace("\"80:80\"", "\"80:80/udp\"");
+        assert_eq!(paths(&udp), vec!["proxy.ports"]);
+    }
+
+    #[test]
+    fn verify_port_names_a_published_container_port() {
+        let yaml = PROXIED.replace(
+            "strategy: blue-green",
+            "strategy: blue-green\n    verify: { port: 80 }",
+        );
+        assert_eq!(issues(&yaml), vec![]);
+        let wrong = yaml.replace("port: 80 }", "port: 443 }");
+        assert_eq!(paths(&wrong), vec!["services.api.verify.port"]);
+    }
+
+    #[test]
+    fn reserved_names_need_no_proxy_section() {
+        let yaml = "version: 1\nrelease: shop\nservices:\n  proxy:\n    image: a:1\n";
+        assert_eq!(paths(yaml), vec!["services.proxy"]);
+        // `api-blue` is only a color name when `api` is blue-green.
+        let plain = "version: 1\nrelease: shop\nservices:\n  api:\n    image: a:1\n  api-blue:\n    image: a:1\n";
+        assert_eq!(issues(plain), vec![]);
     }
 
     #[test]
