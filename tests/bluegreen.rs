@@ -139,10 +139,21 @@ fn blue_green_under_load_has_zero_failed_requests_and_rolls_back_atomically() {
     assert_eq!(out.status.code(), Some(0), "(a): {}", show(&out));
     eprintln!("(a) v1 -> v2: {}", report.summary());
     assert_eq!(report.failures, 0, "(a) failed requests: {report:?}");
-    assert!(report.total >= MIN_REQUESTS, "(a) only {} requests", report.total);
-    assert!(report.count_containing("v1") > 0 && report.count_containing("v2") > 0, "{report:?}");
+    assert!(
+        report.total >= MIN_REQUESTS,
+        "(a) only {} requests",
+        report.total
+    );
+    assert!(
+        report.count_containing("v1") > 0 && report.count_containing("v2") > 0,
+        "{report:?}"
+    );
     let before = host.serving();
-    assert_eq!(before.0.len(), 1, "one color serves after the release: {before:?}");
+    assert_eq!(
+        before.0.len(),
+        1,
+        "one color serves after the release: {before:?}"
+    );
     assert!(before.1.contains("color=green"), "{}", before.1);
 
     // (b)-(d): each fails, is rolled back, and the load never sees a failure.
@@ -161,11 +172,19 @@ fn blue_green_under_load_has_zero_failed_requests_and_rolls_back_atomically() {
         assert!(stderr.contains(expect_in_error), "{name}: {stderr}");
         assert!(stderr.contains("rolled back"), "{name}: {stderr}");
         assert_eq!(report.failures, 0, "{name}: failed requests: {report:?}");
-        assert!(report.total >= MIN_REQUESTS, "{name}: only {} requests", report.total);
+        assert!(
+            report.total >= MIN_REQUESTS,
+            "{name}: only {} requests",
+            report.total
+        );
         assert_eq!(host.serving(), before, "{name}: the host is not as it was");
         // After the rollback every response comes from v2 again.
         let after = Load::start(host.port, "/", 200, Duration::from_secs(30)).finish_after(200);
         assert_eq!(after.failures, 0, "{name}: {after:?}");
-        assert_eq!(after.count_containing("v2"), after.total, "{name}: {after:?}");
+        assert_eq!(
+            after.count_containing("v2"),
+            after.total,
+            "{name}: {after:?}"
+        );
     }
 }

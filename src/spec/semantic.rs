@@ -499,8 +499,9 @@ fn check_blue_green(spec: &ReleaseSpec) -> Vec<Issue> {
 
 /// `verify` is sent to 127.0.0.1 on a port the proxy publishes (the first published TCP port
 /// unless `verify.port` names the proxy's container port), so that port must exist and listen
-/// on the loopback address. Verification runs with defaults even without `verify:`.
+/// on the loopback address. Only for services that declare `verify:` (it is optional).
 fn check_verify_reachable(name: &str, s: &ServiceSpec, proxy: &ProxySpec) -> Option<Issue> {
+    s.verify.as_ref()?;
     let reachable: Vec<u16> = proxy
         .ports
         .iter()
@@ -747,11 +748,21 @@ mod tests {
     #[test]
     fn verify_needs_the_proxy_on_loopback() {
         // Verify connects to 127.0.0.1, so a port published on another address does not count.
-        let other = PROXIED.replace("\"80:80\"", "\"10.0.0.5:80:80\"");
+        let verified = PROXIED.replace(
+            "strategy: blue-green",
+            "strategy: blue-green\n    verify: { path: /version }",
+        );
+        let unverified = PROXIED.replace("\"80:80\"", "\"10.0.0.5:80:80\"");
+        assert_eq!(
+            issues(&unverified),
+            vec![],
+            "verify is optional, and so is the port"
+        );
+        let other = verified.replace("\"80:80\"", "\"10.0.0.5:80:80\"");
         assert_eq!(paths(&other), vec!["proxy.ports"]);
-        let loopback = PROXIED.replace("\"80:80\"", "\"127.0.0.1:8080:80\"");
+        let loopback = verified.replace("\"80:80\"", "\"127.0.0.1:8080:80\"");
         assert_eq!(issues(&loopback), vec![]);
-        let udp = PROXIED.replace("\"80:80\"", "\"80:80/udp\"");
+        let udp = verified.replace("\"80:80\"", "\"80:80/udp\"");
         assert_eq!(paths(&udp), vec!["proxy.ports"]);
     }
 
