@@ -5,6 +5,7 @@
 //! ("start container `shop-api`: ..."). Bollard's own types never leave this module.
 
 mod container;
+mod files;
 mod image;
 mod network;
 mod volume;
