@@ -16,6 +16,7 @@ pub mod health;
 pub mod labels;
 pub mod live;
 pub mod plan;
+pub mod proxy;
 pub mod reconcile;
 pub mod secret;
 pub mod source;
