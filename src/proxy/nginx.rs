@@ -173,9 +173,13 @@ pub enum Reloaded {
 }
 
 /// SIGHUP to nginx's master, then waits (up to [`RELOAD_DEADLINE`]) until a worker runs whose
-/// PID was not there before the signal: nginx starts new workers only once the new config is
-/// loaded, and keeps the old ones (and the old config) if loading fails, so new PIDs mean the
-/// new config serves. A worker respawned after a crash would look the same; rare enough.
+/// PID was not there before the signal, and none of the workers from before still accepts:
+/// nginx starts new workers only once the new config is loaded (it keeps the old workers and
+/// config if loading fails), and an old worker retitles itself "is shutting down" as it closes
+/// its listening sockets. Only then does every new connection get the new config; new PIDs
+/// alone are not enough, as the old workers keep accepting until they get the master's QUIT.
+/// Requests already in flight on old workers finish there (see [`old_workers`]). A worker
+/// respawned after a crash would look like a reload; rare enough.
 async fn signal_and_wait(engine: &Engine, container: &str) -> Result<Reloaded, ProxyError> {
     let before = find_ps(engine, container).await?;
     let started = Instant::now();
@@ -200,7 +204,9 @@ async fn signal_and_wait(engine: &Engine, container: &str) -> Result<Reloaded, P
         .collect();
     loop {
         if let Some(now) = ps_with(engine, container, PS_COMMANDS[ps]).await? {
-            if now.workers.iter().any(|pid| !known.contains(pid)) {
+            let fresh = now.workers.iter().any(|pid| !known.contains(pid));
+            let stale = now.workers.iter().any(|pid| before.workers.contains(pid));
+            if fresh && !stale {
                 let took = started.elapsed();
                 tracing::debug!(container, took_ms = took.as_millis(), "nginx reloaded");
                 return Ok(Reloaded::Confirmed(took));
