@@ -3,7 +3,7 @@
 //! Reload is always SIGHUP to the master, never a restart: the master re-reads its config,
 //! starts new workers and tells the old ones to finish their in-flight requests and exit
 //! ("worker process is shutting down"). We confirm the reload by watching the worker PIDs
-//! change, using `ps` in the container (procps or busybox); an image without a usable `ps`
+//! change, using `ps` in the container (procps, busybox, or /proc read with `sh`); an image without those
 //! still reloads, only unconfirmed (the caller's verify probe through the proxy then tells).
 
 use std::collections::BTreeSet;
@@ -45,12 +45,17 @@ const RELOAD_DEADLINE: Duration = Duration::from_secs(5);
 const RELOAD_POLL: Duration = Duration::from_millis(50);
 const PS_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The `ps` invocations tried, in order: procps needs `-e` to list every process; busybox
-/// `ps` lists all by default and may refuse `-e`; some images (Debian's `busybox` package)
-/// carry busybox without the applet links.
-const PS_COMMANDS: [&[&str]; 3] = [
+/// Lists `pid args` from /proc with only `sh` and `tr`, for images without `ps` (the official
+/// Debian-based nginx image has none). A constant script: nothing from input goes in it.
+const PROC_SCRIPT: &str = r#"for d in /proc/[0-9]*; do printf '%s ' "${d#/proc/}"; tr '\0' ' ' < "$d/cmdline"; echo; done 2>/dev/null"#;
+
+/// The process listings tried, in order: procps needs `-e` to list every process; busybox
+/// `ps` lists all by default and may refuse `-e`; then /proc read by hand; last, busybox
+/// without its applet links (Debian's `busybox` package).
+const PS_COMMANDS: [&[&str]; 4] = [
     &["ps", "-e", "-o", "pid=,args="],
     &["ps", "-o", "pid,args"],
+    &["sh", "-c", PROC_SCRIPT],
     &["busybox", "ps", "-o", "pid,args"],
 ];
 
@@ -376,6 +381,15 @@ mod tests {
 
         let procps = "      1 nginx: master process nginx -g daemon off;\n     20 nginx: worker process\n     21 nginx: worker process\n";
         assert_eq!(parse_ps(procps).unwrap().workers, BTreeSet::from([20, 21]));
+    }
+
+    #[test]
+    fn parses_the_proc_listing() {
+        // The /proc script: NULs turned to spaces, so each line ends in one.
+        let proc = "1 nginx: master process nginx -g daemon off; \n7 nginx: worker process is shutting down \n9 nginx: worker process \n12 sh -c for d in ... \n";
+        let procs = parse_ps(proc).unwrap();
+        assert_eq!(procs.workers, BTreeSet::from([9]));
+        assert_eq!(procs.shutting_down, BTreeSet::from([7]));
     }
 
     #[test]
