@@ -3,8 +3,9 @@
 //! Reload is always SIGHUP to the master, never a restart: the master re-reads its config,
 //! starts new workers and tells the old ones to finish their in-flight requests and exit
 //! ("worker process is shutting down"). We confirm the reload by watching the worker PIDs
-//! change, using `ps` in the container (procps, busybox, or /proc read with `sh`); an image without those
-//! still reloads, only unconfirmed (the caller's verify probe through the proxy then tells).
+//! change, listed in the container with `ps` (procps or busybox) or from /proc with `sh`; an
+//! image with none of those still reloads, only unconfirmed (the caller's verify probe through
+//! the proxy then tells).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
