@@ -10,8 +10,8 @@ use bollard::models::{
     NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
-    RenameContainerOptions, StartContainerOptions, StopContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, KillContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, RenameContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use futures_util::StreamExt;
 
@@ -477,6 +477,32 @@ impl Engine {
             )
             .await
             .map_err(op_error("rename", Container, from))
+    }
+
+    /// Sends `signal` (`HUP`, `SIGHUP` or a number) to the container's main process, e.g. to
+    /// make nginx reload. The container keeps running unless the signal ends it.
+    pub async fn signal_container(&self, name: &str, signal: &str) -> Result<(), EngineError> {
+        let options = KillContainerOptions {
+            signal: signal.to_string(),
+        };
+        self.docker
+            .kill_container(name, Some(options))
+            .await
+            .map_err(|e| match op_error("signal", Container, name)(e) {
+                // A stopped container is a 409 "is not running": say which signal was lost.
+                EngineError::Operation {
+                    op,
+                    kind,
+                    name,
+                    reason,
+                } => EngineError::Operation {
+                    op,
+                    kind,
+                    name,
+                    reason: format!("send {signal}: {reason}"),
+                },
+                other => other,
+            })
     }
 
     /// Removes a container; its volumes are kept (named volumes hold data).
