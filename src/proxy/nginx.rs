@@ -14,7 +14,7 @@ use super::ProxyError;
 use crate::engine::{Engine, EngineError};
 
 /// One file to deliver into the proxy container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProxyFile {
     /// Absolute path inside the container.
     pub path: String,
