@@ -113,9 +113,50 @@ fn rollback_summary(rolled_back: bool, undo_errors: &[String]) -> String {
     }
 }
 
+/// What a completed step did, as far as undoing it needs to know.
+#[derive(Debug, Clone)]
+pub(crate) enum Effect {
+    Done,
+    /// `StopContainer`: whether it was running (a stopped container is not started by undo).
+    WasRunning(bool),
+    /// `CreateVolume`: whether this step created it (an existing volume holds data the apply
+    /// did not put there, and is never removed).
+    VolumeCreated(bool),
+    /// `ConfigureProxy`: the files as they were.
+    ProxyFilesReplaced(Vec<proxy::PreviousFile>),
+}
+
+/// The step that undoes `action`, given what it did; `None` when there is nothing to undo
+/// (pulls, gates, verify, drain) or it cannot be undone (removals: they come last, after every
+/// gate). Pure, so the property test of the executor runs this very function.
+pub(crate) fn inverse(action: &Action, effect: Effect) -> Option<Undo> {
+    match (action, effect) {
+        (Action::CreateNetwork { name, .. }, _) => Some(Undo::RemoveNetwork(name.clone())),
+        (Action::CreateVolume { name, .. }, Effect::VolumeCreated(true)) => {
+            Some(Undo::RemoveVolume(name.clone()))
+        }
+        (Action::StopContainer { name, .. }, Effect::WasRunning(true)) => {
+            Some(Undo::StartContainer(name.clone()))
+        }
+        (Action::RenameContainer { from, to, .. }, _) => Some(Undo::Rename {
+            from: to.clone(),
+            to: from.clone(),
+        }),
+        (Action::CreateContainer { name, .. }, _) => Some(Undo::RemoveContainer(name.clone())),
+        (Action::StartContainer { name, .. }, _) => Some(Undo::StopContainer(name.clone())),
+        (Action::ConfigureProxy { name, .. }, Effect::ProxyFilesReplaced(previous)) => {
+            Some(Undo::RestoreProxy {
+                name: name.clone(),
+                previous,
+            })
+        }
+        _ => None,
+    }
+}
+
 /// The inverse of a completed step.
 #[derive(Debug, Clone)]
-enum Undo {
+pub(crate) enum Undo {
     RemoveNetwork(String),
     RemoveVolume(String),
     StartContainer(String),
@@ -166,7 +207,7 @@ async fn run_step(
     plan: &Plan,
     action: &Action,
     cancel: &CancellationToken,
-) -> Result<Option<Undo>, String> {
+) -> Result<Effect, String> {
     let err = |e: crate::engine::EngineError| e.to_string();
     match action {
         Action::PullImage { image } => {
@@ -174,33 +215,29 @@ async fn run_step(
             if engine.image_id(image).await.map_err(err)?.is_none() {
                 engine.pull_image(image).await.map_err(err)?;
             }
-            Ok(None)
+            Ok(Effect::Done)
         }
         Action::CreateNetwork { name, spec } => {
             engine
                 .create_network(name, spec, &plan.release)
                 .await
                 .map_err(err)?;
-            Ok(Some(Undo::RemoveNetwork(name.clone())))
+            Ok(Effect::Done)
         }
         Action::CreateVolume { name, spec } => {
             let created = engine
                 .create_volume(name, spec, &plan.release)
                 .await
                 .map_err(err)?;
-            // A volume that was already there holds data this apply did not put there.
-            Ok(created.then(|| Undo::RemoveVolume(name.clone())))
+            Ok(Effect::VolumeCreated(created))
         }
         Action::StopContainer { name, .. } => {
             let was_running = engine.stop_container_gracefully(name).await.map_err(err)?;
-            Ok(was_running.then(|| Undo::StartContainer(name.clone())))
+            Ok(Effect::WasRunning(was_running))
         }
         Action::RenameContainer { from, to, .. } => {
             engine.rename_container(from, to).await.map_err(err)?;
-            Ok(Some(Undo::Rename {
-                from: to.clone(),
-                to: from.clone(),
-            }))
+            Ok(Effect::Done)
         }
         Action::CreateContainer {
             service,
@@ -221,57 +258,54 @@ async fn run_step(
                 .create_container(name, config, &owner)
                 .await
                 .map_err(err)?;
-            Ok(Some(Undo::RemoveContainer(name.clone())))
+            Ok(Effect::Done)
         }
         Action::StartContainer { name, .. } => {
             engine.start_container(name).await.map_err(err)?;
-            Ok(Some(Undo::StopContainer(name.clone())))
+            Ok(Effect::Done)
         }
         Action::AwaitHealthy { name, gate, .. } => {
             health::await_healthy(engine, name, gate, cancel)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(None)
+            Ok(Effect::Done)
         }
         Action::RemoveContainer { name, .. } => {
             // Normally stopped by an earlier step; one restarted behind our back gets its
             // grace period rather than a forced kill.
             engine.stop_container_gracefully(name).await.map_err(err)?;
             engine.remove_container(name, false).await.map_err(err)?;
-            Ok(None)
+            Ok(Effect::Done)
         }
         Action::RemoveNetwork { name } => {
             engine.remove_network(name).await.map_err(err)?;
-            Ok(None)
+            Ok(Effect::Done)
         }
         Action::SeedProxy { name, files } => {
             // Undone with the container itself, which this release created.
             proxy::seed(engine, name, files)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(None)
+            Ok(Effect::Done)
         }
         Action::ConfigureProxy { name, files } => {
             let previous = proxy::install(engine, name, files)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(Some(Undo::RestoreProxy {
-                name: name.clone(),
-                previous,
-            }))
+            Ok(Effect::ProxyFilesReplaced(previous))
         }
         Action::Verify { service, verify } => {
             health::verify(service, verify, cancel)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(None)
+            Ok(Effect::Done)
         }
         Action::Drain {
             proxy: name,
             period,
         } => {
             drain(engine, name, *period, cancel).await;
-            Ok(None)
+            Ok(Effect::Done)
         }
     }
 }
@@ -372,9 +406,9 @@ pub async fn apply(
             .await;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match result {
-            Ok(inverse) => {
+            Ok(effect) => {
                 tracing::info!(parent: &span, duration_ms, "step done");
-                undo.extend(inverse);
+                undo.extend(inverse(action, effect));
                 completed.push(StepReport {
                     index,
                     action: kind,

@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
+use crate::apply::{inverse, Effect, Undo};
 use crate::desired::{resolve, DesiredRelease, HostEnv};
 use crate::live::{ContainerState, Health, LiveContainer, LiveNetwork, LiveState, LiveVolume};
+use crate::proxy::PreviousFile;
 use crate::spec::model::ReleaseSpec;
 
 struct NoHost;
@@ -48,7 +50,40 @@ fn desired(yaml: &str) -> DesiredRelease {
 fn simulate(live: &LiveState, plan: &Plan) -> LiveState {
     let mut live = live.clone();
     for step in &plan.steps {
-        match &step.action {
+        sim_step(&mut live, &step.action);
+    }
+    live
+}
+
+/// One action on a perfect engine; returns what the real executor would report of it.
+fn sim_step(live: &mut LiveState, action: &Action) -> Effect {
+    let effect = match action {
+        Action::StopContainer { name, .. } => Effect::WasRunning(
+            live.containers
+                .iter()
+                .any(|c| &c.name == name && c.state == ContainerState::Running),
+        ),
+        Action::CreateVolume { name, .. } => {
+            Effect::VolumeCreated(!live.volumes.iter().any(|v| &v.name == name))
+        }
+        Action::ConfigureProxy { files, .. } => Effect::ProxyFilesReplaced(
+            files
+                .iter()
+                .map(|f| PreviousFile {
+                    path: f.path.clone(),
+                    content: live
+                        .proxy_files
+                        .get(&f.path)
+                        .cloned()
+                        .flatten()
+                        .map(String::into_bytes),
+                })
+                .collect(),
+        ),
+        _ => Effect::Done,
+    };
+    {
+        match action {
             Action::PullImage { image } => {
                 live.images
                     .insert(image.clone(), Some(format!("sha256:pulled-{image}")));
@@ -82,6 +117,7 @@ fn simulate(live: &LiveState, plan: &Plan) -> LiveState {
                     .find(|c| &c.name == from)
                     .unwrap();
                 c.name = to.clone();
+                sim_move_files(live, from, to);
             }
             Action::CreateContainer {
                 service,
@@ -146,17 +182,16 @@ fn simulate(live: &LiveState, plan: &Plan) -> LiveState {
                 });
                 let serving: Vec<String> = live
                     .proxy_files
-                    .values()
-                    .flatten()
+                    .iter()
+                    .filter(|(path, _)| !path.contains('\0'))
+                    .filter_map(|(_, text)| text.as_ref())
                     .filter(|_| proxy_runs)
                     .flat_map(|text| crate::proxy::serving_colors(text).into_values())
                     .map(|(service, color)| format!("{}-{service}-{color}", live.release))
                     .collect();
                 assert!(!serving.contains(name), "removed {name} while it serves");
                 live.containers.retain(|c| &c.name != name);
-                if *name == format!("{}-proxy", live.release) {
-                    live.proxy_files.clear();
-                }
+                sim_move_files(live, name, "");
             }
             Action::SeedProxy { name, files } => {
                 let c = live.containers.iter().find(|c| &c.name == name).unwrap();
@@ -195,7 +230,85 @@ fn simulate(live: &LiveState, plan: &Plan) -> LiveState {
             }
         }
     }
-    live
+    effect
+}
+
+/// The proxy's files live inside its container, and the plan reads those of the container
+/// named `<release>-proxy`. The simulator keeps the files of a proxy container under any other
+/// name (moved aside) under `<container>\0<path>` keys, which the planner never looks up.
+fn sim_move_files(live: &mut LiveState, from: &str, to: &str) {
+    let proxy = format!("{}-proxy", live.release);
+    let key_of = |name: &str, path: &str| {
+        if name == proxy {
+            path.to_string()
+        } else {
+            format!("{name}\0{path}")
+        }
+    };
+    let moving: Vec<(String, Option<String>)> = live
+        .proxy_files
+        .iter()
+        .filter(|(k, _)| {
+            if from == proxy {
+                !k.contains('\0')
+            } else {
+                k.starts_with(&format!("{from}\0"))
+            }
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (k, v) in moving {
+        live.proxy_files.remove(&k);
+        let path = k.rsplit('\0').next().unwrap_or(&k).to_string();
+        if !to.is_empty() {
+            live.proxy_files.insert(key_of(to, &path), v);
+        }
+    }
+}
+
+/// An undo step on a perfect engine.
+fn sim_undo(live: &mut LiveState, undo: &Undo) {
+    let container = |live: &mut LiveState, name: &str| -> usize {
+        live.containers
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap_or_else(|| panic!("undo on missing {name}"))
+    };
+    match undo {
+        Undo::RemoveNetwork(name) => live.networks.retain(|n| &n.name != name),
+        Undo::RemoveVolume(name) => live.volumes.retain(|v| &v.name != name),
+        Undo::StartContainer(name) => {
+            let i = container(live, name);
+            live.containers[i].state = ContainerState::Running;
+        }
+        Undo::StopContainer(name) => {
+            let i = container(live, name);
+            live.containers[i].state = ContainerState::Exited;
+        }
+        Undo::Rename { from, to } => {
+            assert!(
+                !live.containers.iter().any(|c| &c.name == to),
+                "undo renames onto {to}"
+            );
+            let i = container(live, from);
+            live.containers[i].name = to.clone();
+            sim_move_files(live, from, to);
+        }
+        Undo::RemoveContainer(name) => {
+            live.containers.retain(|c| &c.name != name);
+            sim_move_files(live, name, "");
+        }
+        Undo::RestoreProxy { previous, .. } => {
+            for f in previous {
+                live.proxy_files.insert(
+                    f.path.clone(),
+                    f.content
+                        .as_ref()
+                        .map(|b| String::from_utf8_lossy(b).into_owned()),
+                );
+            }
+        }
+    }
 }
 
 fn live_with_images(d: &DesiredRelease) -> LiveState {
@@ -699,7 +812,10 @@ proptest! {
             let n = live.containers.len();
             if n == 0 { break; }
             match dr {
-                Drift::Remove(i) => { live.containers.remove(i % n); }
+                Drift::Remove(i) => {
+                    let gone = live.containers.remove(i % n).name;
+                    sim_move_files(&mut live, &gone, "");
+                }
                 Drift::Stop(i) => live.containers[i % n].state = ContainerState::Exited,
                 Drift::Unhealthy(i) => live.containers[i % n].health = Health::Unhealthy,
                 Drift::ImageGone(i) => {
@@ -766,5 +882,88 @@ fn json_output_matches_its_published_schema() {
         let j = render_json(&plan(d, l).unwrap());
         let errors: Vec<String> = validator.iter_errors(&j).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "{errors:?}\n{j:#}");
+    }
+}
+
+/// The release-relevant part of a host: images pulled by a failed release stay (harmless), so
+/// they are left out; a file the proxy never had and one recorded as missing are the same.
+fn host_state(
+    live: &LiveState,
+) -> (
+    Vec<LiveContainer>,
+    Vec<LiveNetwork>,
+    Vec<LiveVolume>,
+    BTreeMap<String, String>,
+) {
+    let mut containers = live.containers.clone();
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut networks = live.networks.clone();
+    networks.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut volumes = live.volumes.clone();
+    volumes.sort_by(|a, b| a.name.cmp(&b.name));
+    let files = live
+        .proxy_files
+        .iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+        .collect();
+    (containers, networks, volumes, files)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The executor's state machine: a failure injected at any step before the commit point
+    /// is undone by the real `apply::inverse` steps, in reverse, and the host is exactly the old
+    /// release again; with no failure it is exactly the new one. Never a mix.
+    #[test]
+    fn a_release_ends_fully_new_or_fully_old(
+        before in services_strategy(),
+        after in services_strategy(),
+        drift in drift_strategy(),
+        fail_at in any::<usize>(),
+    ) {
+        let d1 = desired(&random_spec(&before));
+        let empty = live_with_images(&d1);
+        let mut live = simulate(&empty, &plan(&d1, &empty).unwrap());
+        for dr in drift {
+            let n = live.containers.len();
+            if n == 0 { break; }
+            match dr {
+                Drift::Remove(i) => {
+                    let gone = live.containers.remove(i % n).name;
+                    sim_move_files(&mut live, &gone, "");
+                }
+                Drift::Stop(i) => live.containers[i % n].state = ContainerState::Exited,
+                Drift::Unhealthy(i) => live.containers[i % n].health = Health::Unhealthy,
+                Drift::ImageGone(_) => {}
+            }
+        }
+        let d2 = desired(&random_spec(&after));
+        for image in d2.images() {
+            live.images.entry(image).or_insert(None);
+        }
+        let p = plan(&d2, &live).unwrap();
+        let commit = p
+            .steps
+            .iter()
+            .position(|s| matches!(s.action, Action::RemoveContainer { .. } | Action::RemoveNetwork { .. }))
+            .unwrap_or(p.steps.len());
+        prop_assume!(commit > 0);
+        let failing = fail_at % commit;
+
+        let mut host = live.clone();
+        let mut undo = Vec::new();
+        for step in &p.steps[..failing] {
+            let effect = sim_step(&mut host, &step.action);
+            undo.extend(inverse(&step.action, effect));
+        }
+        // Step `failing` fails without effect; the executor unwinds.
+        for u in undo.iter().rev() {
+            sim_undo(&mut host, u);
+        }
+        prop_assert_eq!(host_state(&host), host_state(&live), "failure at step {} ({})", failing, p.steps[failing].action.kind());
+
+        let done = simulate(&live, &p);
+        prop_assert!(plan(&d2, &done).unwrap().in_sync());
     }
 }
