@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::docker::{docker, TestRelease};
 use common::gitrepo::TestRepo;
 use common::images::ensure_images;
-use common::load::Load;
+use common::load::{Load, LoadReport};
 
 /// Requests each case must see at least, while the deploy happens.
 const MIN_REQUESTS: u64 = 5_000;
@@ -101,6 +101,23 @@ impl Host {
     }
 }
 
+/// Responses whose body names `version` (`reconciler-test app v2`).
+fn count_containing(report: &LoadReport, version: &str) -> u64 {
+    report
+        .by_body
+        .iter()
+        .filter(|(body, _)| body.ends_with(version))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+fn summary(r: &LoadReport) -> String {
+    format!(
+        "{} requests, {} failed, {:.0} req/s over {} ms, by body {:?}",
+        r.total, r.failures, r.requests_per_sec, r.duration_ms, r.by_body
+    )
+}
+
 fn show(out: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
@@ -130,14 +147,19 @@ fn blue_green_under_load_has_zero_failed_requests_and_rolls_back_atomically() {
     let out = host.apply("v1", "", "v1");
     assert_eq!(out.status.code(), Some(0), "v1: {}", show(&out));
 
-    let start_load = || Load::start(host.port, "/", MIN_REQUESTS * 4, Duration::from_secs(240));
+    // Concurrency 8: the test app (a shell per connection) serves that without a failure when
+    // healthy; the load runs from before the apply until at least MIN_REQUESTS were answered.
+    let start_load = || {
+        Load::start(host.port, "/", 8, MIN_REQUESTS * 4, Duration::from_secs(240))
+            .min_requests(MIN_REQUESTS)
+    };
 
     // (a) v1 -> v2.
     let load = start_load();
     let out = host.apply("v2", "", "v2");
-    let report = load.finish_after(MIN_REQUESTS);
+    let report = load.finish();
     assert_eq!(out.status.code(), Some(0), "(a): {}", show(&out));
-    eprintln!("(a) v1 -> v2: {}", report.summary());
+    eprintln!("(a) v1 -> v2: {}", summary(&report));
     assert_eq!(report.failures, 0, "(a) failed requests: {report:?}");
     assert!(
         report.total >= MIN_REQUESTS,
@@ -145,7 +167,7 @@ fn blue_green_under_load_has_zero_failed_requests_and_rolls_back_atomically() {
         report.total
     );
     assert!(
-        report.count_containing("v1") > 0 && report.count_containing("v2") > 0,
+        count_containing(&report, "v1") > 0 && count_containing(&report, "v2") > 0,
         "{report:?}"
     );
     let before = host.serving();
@@ -165,8 +187,8 @@ fn blue_green_under_load_has_zero_failed_requests_and_rolls_back_atomically() {
     for (name, env, expect_in_error) in cases {
         let load = start_load();
         let out = host.apply("v3", env, "v3");
-        let report = load.finish_after(MIN_REQUESTS);
-        eprintln!("{name}: {}", report.summary());
+        let report = load.finish();
+        eprintln!("{name}: {}", summary(&report));
         assert_eq!(out.status.code(), Some(1), "{name}: {}", show(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expect_in_error), "{name}: {stderr}");
@@ -179,10 +201,12 @@ fn blue_green_under_load_has_zero_failed_requests_and_rolls_back_atomically() {
         );
         assert_eq!(host.serving(), before, "{name}: the host is not as it was");
         // After the rollback every response comes from v2 again.
-        let after = Load::start(host.port, "/", 200, Duration::from_secs(30)).finish_after(200);
+        let after = Load::start(host.port, "/", 4, 200, Duration::from_secs(30))
+            .min_requests(200)
+            .finish();
         assert_eq!(after.failures, 0, "{name}: {after:?}");
         assert_eq!(
-            after.count_containing("v2"),
+            count_containing(&after, "v2"),
             after.total,
             "{name}: {after:?}"
         );

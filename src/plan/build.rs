@@ -700,7 +700,13 @@ fn plan_proxy(
                     }
                 }
             } else {
-                fields.push(field(&f.path, None, Some("changed in git".to_string())));
+                // A whole file does not fit on a diff line; its digest says whether it changed.
+                let old = live.proxy_files.get(&f.path).cloned().flatten();
+                fields.push(field(
+                    &f.path,
+                    old.as_deref().map(content_digest),
+                    Some(content_digest(&f.content)),
+                ));
             }
         }
         fields
@@ -964,6 +970,13 @@ fn is_active(state: ContainerState) -> bool {
 /// leftover from an interrupted release never blocks the next one.
 pub fn aside_name(name: &str, id: &str) -> String {
     format!("{name}-old-{}", &id[..id.len().min(12)])
+}
+
+/// `sha256:` and the first 12 hex digits of a file's content.
+fn content_digest(content: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hex = hex::encode(Sha256::digest(content.as_bytes()));
+    format!("sha256:{}", &hex[..12])
 }
 
 fn short_id(id: &str) -> String {
