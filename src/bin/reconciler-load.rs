@@ -113,9 +113,9 @@ struct Report {
     first_seen_ms: BTreeMap<String, u64>,
     /// Status code → count, for every complete response (2xx and not).
     by_status: BTreeMap<u16, u64>,
-    /// Up to 10 failure samples, `"<ms since start>ms: <what>"`.
+    /// Up to 10 failure samples, `"<sent, ms since start>ms (+<took>ms): <what>"`.
     first_failures: Vec<String>,
-    /// When the first and last failures completed (ms since start): the outage window.
+    /// When the first and last failed requests were sent (ms since start): the outage window.
     first_failure_ms: Option<u64>,
     last_failure_ms: Option<u64>,
     duration_ms: u64,
@@ -420,6 +420,9 @@ fn worker(
         if shared.issued.fetch_add(1, Ordering::SeqCst) >= max_requests {
             break;
         }
+        // Failures are placed at the time they were sent: a timeout completes 5 s after the
+        // outage that caused it, which would stretch the outage window.
+        let sent_ms = millis(shared.started.elapsed());
         let outcome = one_request(addr, request, timeout);
         let at_ms = millis(shared.started.elapsed());
         let failure = match outcome {
@@ -455,11 +458,12 @@ fn worker(
             }
             Some(what) => {
                 shared.failures.fetch_add(1, Ordering::SeqCst);
-                stats.first_failure_ms.get_or_insert(at_ms);
-                stats.last_failure_ms = Some(at_ms);
+                stats.first_failure_ms = min_opt(stats.first_failure_ms, Some(sent_ms));
+                stats.last_failure_ms = stats.last_failure_ms.max(Some(sent_ms));
                 if let Ok(mut samples) = shared.samples.lock() {
                     if samples.len() < MAX_FAILURE_SAMPLES {
-                        samples.push(format!("{at_ms}ms: {what}"));
+                        let took = at_ms.saturating_sub(sent_ms);
+                        samples.push(format!("{sent_ms}ms (+{took}ms): {what}"));
                     }
                 }
                 if !backoff.is_zero() {

@@ -49,8 +49,9 @@ pub struct LoadReport {
     pub first_seen_ms: BTreeMap<String, u64>,
     /// Status code → count, all complete responses.
     pub by_status: BTreeMap<u16, u64>,
-    /// Up to 10 samples.
+    /// Up to 10 samples, `"<sent ms>ms (+<took>ms): <what>"`.
     pub first_failures: Vec<String>,
+    /// When the first and last failed requests were sent, ms since the load started.
     pub first_failure_ms: Option<u64>,
     pub last_failure_ms: Option<u64>,
     pub duration_ms: u64,
