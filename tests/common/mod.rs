@@ -4,3 +4,4 @@
 pub mod docker;
 pub mod gitrepo;
 pub mod images;
+pub mod load;
