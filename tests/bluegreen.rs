@@ -150,8 +150,14 @@ fn blue_green_under_load_has_zero_failed_requests_and_rolls_back_atomically() {
     // Concurrency 8: the test app (a shell per connection) serves that without a failure when
     // healthy; the load runs from before the apply until at least MIN_REQUESTS were answered.
     let start_load = || {
-        Load::start(host.port, "/", 8, MIN_REQUESTS * 4, Duration::from_secs(240))
-            .min_requests(MIN_REQUESTS)
+        Load::start(
+            host.port,
+            "/",
+            8,
+            MIN_REQUESTS * 4,
+            Duration::from_secs(240),
+        )
+        .min_requests(MIN_REQUESTS)
     };
 
     // (a) v1 -> v2.

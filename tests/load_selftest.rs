@@ -3,9 +3,7 @@
 //! errors on a closed port, non-2xx from an unhealthy endpoint), or a "zero failures during the
 //! deploy" result would prove nothing.
 //!
-//! `throughput_by_concurrency` (ignored: it measures, it does not check) prints requests/s of
-//! the app at concurrency 4, 8 and 16:
-//! `cargo test --test load_selftest -- --ignored --nocapture throughput`.
+//! The app's throughput by concurrency is measured by `bench/app_throughput.sh`.
 
 mod common;
 
@@ -168,30 +166,4 @@ fn stops_by_itself_at_max_duration() {
     );
     assert!(report.total < 1_000_000, "{report:#?}");
     assert!(started.elapsed() < Duration::from_secs(15), "{report:#?}");
-}
-
-/// Measures (does not check) the app's throughput at concurrency 4, 8 and 16.
-#[test]
-#[ignore = "measurement; run alone with --ignored --nocapture"]
-fn throughput_by_concurrency() {
-    let app = App::start("load-throughput", &[]);
-    eprintln!("concurrency  requests  failures  req/s");
-    for concurrency in [4, 8, 16] {
-        let report = Load::start(
-            app.port,
-            "/version",
-            concurrency,
-            3_000,
-            Duration::from_secs(60),
-        )
-        .min_requests(3_000)
-        .finish();
-        eprintln!(
-            "{concurrency:>11}  {:>8}  {:>8}  {:>5.0}",
-            report.total, report.failures, report.requests_per_sec
-        );
-        if report.failures > 0 {
-            eprintln!("  samples: {:?}", report.first_failures);
-        }
-    }
 }
