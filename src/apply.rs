@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::defaults;
 use crate::engine::{ContainerOwnership, Engine};
 use crate::health;
 use crate::plan::{Action, Plan};
@@ -184,9 +185,20 @@ impl Undo {
             // Forced: it may be running, and it is ours, created by this apply.
             Undo::RemoveContainer(name) => engine.remove_container(name, true).await,
             Undo::RestoreProxy { name, previous } => {
-                return proxy::restore(engine, name, previous)
+                proxy::restore(engine, name, previous)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                // The old workers still carry requests to the color being switched away from,
+                // which the next undo steps stop: let them finish first, as after a switch.
+                // Not cancellable: an interrupted rollback is worse than a slow one.
+                drain(
+                    engine,
+                    name,
+                    defaults::DRAIN_PERIOD,
+                    &CancellationToken::new(),
+                )
+                .await;
+                return Ok(());
             }
         };
         result.map_err(|e| e.to_string())
