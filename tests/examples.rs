@@ -129,3 +129,25 @@ fn quickstart_cache_command_and_healthcheck_work() {
         t.elapsed()
     );
 }
+
+/// Every example repo loads as `reconciler` would read it (schema, semantic checks, the files
+/// it references such as nginx.conf, resolution on this host).
+#[test]
+fn every_example_loads_and_resolves() {
+    use reconciler::desired::ProcessEnv;
+    use reconciler::source::LocalDir;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&root).expect("examples/") {
+        let dir = entry.expect("entry").path();
+        if !dir.join("release.yaml").exists() {
+            continue;
+        }
+        let tree = std::sync::Arc::new(LocalDir::new(&dir));
+        if let Err(e) = reconciler::reconcile::load(tree, &ProcessEnv) {
+            panic!("{}: {e}", dir.display());
+        }
+        seen += 1;
+    }
+    assert!(seen >= 2, "only {seen} examples");
+}
