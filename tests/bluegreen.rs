@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::free_port;
+
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -125,13 +127,6 @@ fn show(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 #[test]

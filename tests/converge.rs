@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::free_port;
+
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -82,13 +84,6 @@ services:
     healthcheck: {{ test: ["CMD", "nc", "-w", "2", "127.0.0.1", "6379"], interval: 1s, timeout: 2s, retries: 20 }}
 "#
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn http_get(port: u16, path: &str) -> Option<String> {

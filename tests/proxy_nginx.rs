@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::free_port;
+
 use std::time::{Duration, Instant};
 
 use common::docker::{docker, inspect, TestRelease, APP_V1, APP_V2};
@@ -25,13 +27,6 @@ http {
     }
 }
 ";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
-}
 
 struct Setup {
     rel: TestRelease,

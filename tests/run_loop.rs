@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::free_port;
+
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -93,13 +95,6 @@ fn spec(release: &str, image: &str, port: u16, extra_env: &str) -> String {
     format!(
         "version: 1\nrelease: {release}\nservices:\n  web:\n    image: {image}\n    ports: [\"127.0.0.1:{port}:8000\"]\n    environment: {{ MODE: run{extra_env} }}\n    stop_grace_period: 1s\n    health: {{ http: {{ port: 8000, path: /health }}, interval: 200ms, deadline: 3s }}\n"
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn version(port: u16) -> Option<String> {

@@ -57,6 +57,41 @@ impl Builder {
             reason: reason.into(),
         });
     }
+
+    /// Takes a container out of service for the rest of the release: stopped if it runs
+    /// (undoable), moved aside when its name is needed by a new container (undoable), and
+    /// removed in the final phase, once every gate passed.
+    fn take_out(&mut self, service: &str, c: &LiveContainer, move_aside: bool, reason: &str) {
+        if is_active(c.state) {
+            self.main(
+                Action::StopContainer {
+                    service: service.to_string(),
+                    name: c.name.clone(),
+                },
+                reason,
+            );
+        }
+        let mut name = c.name.clone();
+        if move_aside {
+            let aside = aside_name(&c.name, &c.id);
+            self.main(
+                Action::RenameContainer {
+                    service: service.to_string(),
+                    from: c.name.clone(),
+                    to: aside.clone(),
+                },
+                format!("{reason}: kept aside until the release passed"),
+            );
+            name = aside;
+        }
+        self.last(
+            Action::RemoveContainer {
+                service: service.to_string(),
+                name,
+            },
+            reason,
+        );
+    }
 }
 
 pub fn plan(desired: &DesiredRelease, live: &LiveState) -> Result<Plan, PlanError> {
@@ -247,21 +282,11 @@ pub fn plan(desired: &DesiredRelease, live: &LiveState) -> Result<Plan, PlanErro
             fields: Vec::new(),
         });
         for c in containers {
-            if is_active(c.state) {
-                b.main(
-                    Action::StopContainer {
-                        service: service.to_string(),
-                        name: c.name.clone(),
-                    },
-                    format!("service {service} was removed from the spec"),
-                );
-            }
-            b.last(
-                Action::RemoveContainer {
-                    service: service.to_string(),
-                    name: c.name.clone(),
-                },
-                format!("service {service} was removed from the spec"),
+            b.take_out(
+                service,
+                c,
+                false,
+                &format!("service {service} was removed from the spec"),
             );
         }
     }
@@ -341,30 +366,11 @@ fn plan_recreate(
             fields,
         });
         if let Some(old) = current {
-            if is_active(old.state) {
-                b.main(
-                    Action::StopContainer {
-                        service: svc.name.clone(),
-                        name: old.name.clone(),
-                    },
-                    format!("recreate {}: {reason}", svc.name),
-                );
-            }
-            let aside = aside_name(&old.name, &old.id);
-            b.main(
-                Action::RenameContainer {
-                    service: svc.name.clone(),
-                    from: old.name.clone(),
-                    to: aside.clone(),
-                },
-                "keep the old container until the new one passed its gate",
-            );
-            b.last(
-                Action::RemoveContainer {
-                    service: svc.name.clone(),
-                    name: aside,
-                },
-                format!("replaced by the new {} container", svc.name),
+            b.take_out(
+                &svc.name,
+                old,
+                true,
+                &format!("recreate {}: {reason}", svc.name),
             );
         }
         b.main(
@@ -409,22 +415,7 @@ fn plan_recreate(
             });
         }
         for c in leftovers {
-            if is_active(c.state) {
-                b.main(
-                    Action::StopContainer {
-                        service: svc.name.clone(),
-                        name: c.name.clone(),
-                    },
-                    "left over from an interrupted release",
-                );
-            }
-            b.last(
-                Action::RemoveContainer {
-                    service: svc.name.clone(),
-                    name: c.name.clone(),
-                },
-                "left over from an interrupted release",
-            );
+            b.take_out(&svc.name, c, false, "left over from an interrupted release");
         }
     }
 }
@@ -598,33 +589,14 @@ fn plan_blue_green(
     }
 }
 
-/// Stops (undoably) and moves aside containers that do not serve, removing them at the end.
+/// Containers of a blue-green service that do not serve: out of the way of the new color.
 fn retire(b: &mut Builder, svc: &DesiredService, containers: &[&&LiveContainer]) {
     for c in containers {
-        if is_active(c.state) {
-            b.main(
-                Action::StopContainer {
-                    service: svc.name.clone(),
-                    name: c.name.clone(),
-                },
-                "not serving: left over from an interrupted release",
-            );
-        }
-        let aside = aside_name(&c.name, &c.id);
-        b.main(
-            Action::RenameContainer {
-                service: svc.name.clone(),
-                from: c.name.clone(),
-                to: aside.clone(),
-            },
-            "keep it until the release passed",
-        );
-        b.last(
-            Action::RemoveContainer {
-                service: svc.name.clone(),
-                name: aside,
-            },
-            "left over from an interrupted release",
+        b.take_out(
+            &svc.name,
+            c,
+            true,
+            "not serving: left over from an interrupted release",
         );
     }
 }
@@ -756,31 +728,7 @@ fn plan_proxy(
         fields,
     });
     if let Some(old) = live_proxy {
-        if is_active(old.state) {
-            b.main(
-                Action::StopContainer {
-                    service: PROXY.to_string(),
-                    name: old.name.clone(),
-                },
-                "the proxy's container config changed",
-            );
-        }
-        let aside = aside_name(&old.name, &old.id);
-        b.main(
-            Action::RenameContainer {
-                service: PROXY.to_string(),
-                from: old.name.clone(),
-                to: aside.clone(),
-            },
-            "keep the old proxy until the new one runs",
-        );
-        b.last(
-            Action::RemoveContainer {
-                service: PROXY.to_string(),
-                name: aside,
-            },
-            "replaced by the new proxy",
-        );
+        b.take_out(PROXY, old, true, "the proxy's container config changed");
     }
     b.main(
         Action::CreateContainer {

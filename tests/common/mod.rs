@@ -5,3 +5,12 @@ pub mod docker;
 pub mod gitrepo;
 pub mod images;
 pub mod load;
+
+/// A port on 127.0.0.1 that was free a moment ago (bound, then released), for publishing a
+/// test container's port as `127.0.0.1:PORT`.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
