@@ -103,7 +103,7 @@ services:
     strategy: blue-green
     networks: [edge]
     health: { http: { port: 8000, path: /health } }
-    verify: { path: /version, body: v2 }
+    verify: { path: /version, body: ${image##*:} }
     drain: 5s
 EOF
         # The reconciler writes upstreams.conf (upstream "web" -> the live colour).

@@ -119,13 +119,35 @@ async fn ps_with(
     }
 }
 
+/// The listing that worked last in each proxy container, by name. Each failing `docker exec`
+/// costs tens of milliseconds, and a switch lists processes many times (before the reload,
+/// while confirming it, while draining), so the search is done once per container. A stale
+/// entry (the container was recreated from another image) only costs one failed try.
+static WORKING_PS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, usize>>> =
+    std::sync::LazyLock::new(Default::default);
+
 /// Finds a `ps` that works in this container: its index in [`PS_COMMANDS`] and what it saw.
 async fn find_ps(
     engine: &Engine,
     container: &str,
 ) -> Result<Option<(usize, NginxProcesses)>, ProxyError> {
+    let known = WORKING_PS
+        .lock()
+        .ok()
+        .and_then(|m| m.get(container).copied());
+    if let Some(i) = known {
+        if let Some(procs) = ps_with(engine, container, PS_COMMANDS[i]).await? {
+            return Ok(Some((i, procs)));
+        }
+    }
     for (i, argv) in PS_COMMANDS.iter().enumerate() {
+        if Some(i) == known {
+            continue;
+        }
         if let Some(procs) = ps_with(engine, container, argv).await? {
+            if let Ok(mut m) = WORKING_PS.lock() {
+                m.insert(container.to_string(), i);
+            }
             return Ok(Some((i, procs)));
         }
     }
