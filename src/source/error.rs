@@ -32,6 +32,11 @@ pub enum SourceError {
     #[error("git source {url}: network error: {message}; check that the host is reachable (it is retried on the next poll)")]
     Network { url: String, message: String },
 
+    /// The ssh server's host key is not in the known_hosts of the user running reconciler:
+    /// refused, as ssh itself would, until the operator vouches for the host.
+    #[error("git source {url}: the ssh host key is unknown or does not match: {message}; add the host's key to ~/.ssh/known_hosts of the user running reconciler (e.g. `ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts`, then check its fingerprint)")]
+    UnknownHostKey { url: String, message: String },
+
     #[error("git source {url}: unknown ref `{reference}`; use a branch, a tag or a commit id reachable from them. Available: {available}")]
     UnknownRef {
         url: String,
@@ -91,6 +96,7 @@ impl SourceError {
             SourceError::RepoNotFound { url, .. }
             | SourceError::AuthFailed { url, .. }
             | SourceError::Network { url, .. }
+            | SourceError::UnknownHostKey { url, .. }
             | SourceError::UnknownRef { url, .. }
             | SourceError::NotFound { url, .. }
             | SourceError::WrongKind { url, .. }

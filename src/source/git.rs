@@ -286,6 +286,9 @@ impl GitSource {
         if not_found {
             return SourceError::RepoNotFound { url, message };
         }
+        if lower.contains("hostkey") || lower.contains("host key") {
+            return SourceError::UnknownHostKey { url, message };
+        }
         let network_like = lower.contains("failed to connect")
             || lower.contains("connection refused")
             || lower.contains("timed out")
