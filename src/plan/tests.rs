@@ -794,6 +794,40 @@ fn drift_strategy() -> impl Strategy<Value = Vec<Drift>> {
     )
 }
 
+/// A host that ran the release `before` and then drifted, and the release `after` to plan.
+fn random_case(
+    before: &[RandomService],
+    after: &[RandomService],
+    drift: Vec<Drift>,
+) -> (DesiredRelease, LiveState) {
+    let d1 = desired(&random_spec(before));
+    let empty = live_with_images(&d1);
+    let mut live = simulate(&empty, &plan(&d1, &empty).unwrap());
+    for dr in drift {
+        let n = live.containers.len();
+        if n == 0 {
+            break;
+        }
+        match dr {
+            Drift::Remove(i) => {
+                let gone = live.containers.remove(i % n).name;
+                sim_move_files(&mut live, &gone, "");
+            }
+            Drift::Stop(i) => live.containers[i % n].state = ContainerState::Exited,
+            Drift::Unhealthy(i) => live.containers[i % n].health = Health::Unhealthy,
+            Drift::ImageGone(i) => {
+                let image = live.containers[i % n].image.clone();
+                live.images.insert(image, None);
+            }
+        }
+    }
+    let d2 = desired(&random_spec(after));
+    for image in d2.images() {
+        live.images.entry(image).or_insert(None);
+    }
+    (d2, live)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -805,29 +839,7 @@ proptest! {
         after in services_strategy(),
         drift in drift_strategy(),
     ) {
-        let d1 = desired(&random_spec(&before));
-        let empty = live_with_images(&d1);
-        let mut live = simulate(&empty, &plan(&d1, &empty).unwrap());
-        for dr in drift {
-            let n = live.containers.len();
-            if n == 0 { break; }
-            match dr {
-                Drift::Remove(i) => {
-                    let gone = live.containers.remove(i % n).name;
-                    sim_move_files(&mut live, &gone, "");
-                }
-                Drift::Stop(i) => live.containers[i % n].state = ContainerState::Exited,
-                Drift::Unhealthy(i) => live.containers[i % n].health = Health::Unhealthy,
-                Drift::ImageGone(i) => {
-                    let image = live.containers[i % n].image.clone();
-                    live.images.insert(image, None);
-                }
-            }
-        }
-        let d2 = desired(&random_spec(&after));
-        for image in d2.images() {
-            live.images.entry(image).or_insert(None);
-        }
+        let (d2, live) = random_case(&before, &after, drift);
         let p = plan(&d2, &live).unwrap();
 
         let index = |pred: &dyn Fn(&Action) -> bool| -> Vec<usize> {
@@ -922,26 +934,7 @@ proptest! {
         drift in drift_strategy(),
         fail_at in any::<usize>(),
     ) {
-        let d1 = desired(&random_spec(&before));
-        let empty = live_with_images(&d1);
-        let mut live = simulate(&empty, &plan(&d1, &empty).unwrap());
-        for dr in drift {
-            let n = live.containers.len();
-            if n == 0 { break; }
-            match dr {
-                Drift::Remove(i) => {
-                    let gone = live.containers.remove(i % n).name;
-                    sim_move_files(&mut live, &gone, "");
-                }
-                Drift::Stop(i) => live.containers[i % n].state = ContainerState::Exited,
-                Drift::Unhealthy(i) => live.containers[i % n].health = Health::Unhealthy,
-                Drift::ImageGone(_) => {}
-            }
-        }
-        let d2 = desired(&random_spec(&after));
-        for image in d2.images() {
-            live.images.entry(image).or_insert(None);
-        }
+        let (d2, live) = random_case(&before, &after, drift);
         let p = plan(&d2, &live).unwrap();
         let commit = p
             .steps
