@@ -56,8 +56,6 @@ pub enum ReconcileError {
     /// Boxed: the failure report is large and this error travels through every cycle.
     #[error(transparent)]
     Apply(Box<ApplyError>),
-    #[error("the git fetch task failed: {0}")]
-    Join(String),
 }
 
 impl From<ApplyError> for ReconcileError {
