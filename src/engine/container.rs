@@ -488,20 +488,9 @@ impl Engine {
         self.docker
             .kill_container(name, Some(options))
             .await
-            .map_err(|e| match op_error("signal", Container, name)(e) {
-                // A stopped container is a 409 "is not running": say which signal was lost.
-                EngineError::Operation {
-                    op,
-                    kind,
-                    name,
-                    reason,
-                } => EngineError::Operation {
-                    op,
-                    kind,
-                    name,
-                    reason: format!("send {signal}: {reason}"),
-                },
-                other => other,
+            // A stopped container is a 409 "is not running": say which signal was lost.
+            .map_err(|e| {
+                op_error("signal", Container, name)(e).with_detail(format!("send {signal}"))
             })
     }
 

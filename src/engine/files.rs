@@ -122,22 +122,9 @@ impl Engine {
         self.docker
             .upload_to_container(container, Some(options), bollard::body_full(archive.into()))
             .await
-            .map_err(
-                |e| match op_error("write file in", Container, container)(e) {
-                    EngineError::Operation {
-                        op,
-                        kind,
-                        name,
-                        reason,
-                    } => EngineError::Operation {
-                        op,
-                        kind,
-                        name,
-                        reason: format!("`{path}`: {reason}"),
-                    },
-                    other => other,
-                },
-            )?;
+            .map_err(|e| {
+                op_error("write file in", Container, container)(e).with_detail(format!("`{path}`"))
+            })?;
         tracing::debug!(container, path, bytes = content.len(), "wrote file");
         Ok(())
     }
@@ -178,20 +165,8 @@ impl Engine {
                 return Ok(None);
             }
             Err(e) => {
-                return Err(match op_error("read file in", Container, container)(e) {
-                    EngineError::Operation {
-                        op,
-                        kind,
-                        name,
-                        reason,
-                    } => EngineError::Operation {
-                        op,
-                        kind,
-                        name,
-                        reason: format!("`{path}`: {reason}"),
-                    },
-                    other => other,
-                })
+                return Err(op_error("read file in", Container, container)(e)
+                    .with_detail(format!("`{path}`")))
             }
         };
         file_from_tar(&archive)

@@ -97,6 +97,25 @@ impl EngineError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, EngineError::NotFound { .. })
     }
+
+    /// Prefixes an operation failure's reason with what it was about (the file, the signal);
+    /// other errors already say everything.
+    pub(crate) fn with_detail(self, detail: impl std::fmt::Display) -> EngineError {
+        match self {
+            EngineError::Operation {
+                op,
+                kind,
+                name,
+                reason,
+            } => EngineError::Operation {
+                op,
+                kind,
+                name,
+                reason: format!("{detail}: {reason}"),
+            },
+            other => other,
+        }
+    }
 }
 
 /// The status code of an engine reply, if the error is one.
