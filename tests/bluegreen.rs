@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::show;
+
 use common::free_port;
 
 use std::process::{Command, Output};
@@ -117,15 +119,6 @@ fn summary(r: &LoadReport) -> String {
     format!(
         "{} requests, {} failed, {:.0} req/s over {} ms, by body {:?}",
         r.total, r.failures, r.requests_per_sec, r.duration_ms, r.by_body
-    )
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     )
 }
 

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::show;
+
 use std::process::{Command, Output};
 
 use common::docker::{docker, TestRelease};
@@ -17,15 +19,6 @@ fn reconciler(args: &[&str], state: &std::path::Path) -> Output {
         .env("RECONCILER_LOG", "warn")
         .output()
         .expect("reconciler runs")
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]

@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::show;
+
 use common::free_port;
 
 use std::process::{Command, Output};
@@ -35,14 +37,6 @@ impl Reconciler {
 
 fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "--- stdout\n{}\n--- stderr\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn docker(args: &[&str]) -> String {
@@ -112,7 +106,7 @@ fn converges_is_idempotent_shows_changes_and_repairs_drift() {
 
     // From nothing: diff lists everything (exit 1), apply converges, diff is then clean.
     let out = r.run(&["diff", "--repo", &url]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert_eq!(code(&out), 1, "{}", show(&out));
     let shown = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(shown.contains("+ service web"), "{shown}");
     assert!(shown.contains("+ network backend"), "{shown}");
@@ -122,7 +116,7 @@ fn converges_is_idempotent_shows_changes_and_repairs_drift() {
     );
 
     let out = r.run(&["apply", "--repo", &url]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(code(&out), 0, "{}", show(&out));
     assert_eq!(http_get(port, "/version").as_deref(), Some("v1"));
     let web = format!("{}-web", release.name);
     let cache = format!("{}-cache", release.name);
@@ -154,14 +148,14 @@ fn converges_is_idempotent_shows_changes_and_repairs_drift() {
     );
 
     let out = r.run(&["diff", "--repo", &url]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(code(&out), 0, "{}", show(&out));
 
     // Idempotence: a second apply makes no create/start/stop/remove on the engine.
     let since = common::docker::instant();
     let started = Instant::now();
     let out = r.run(&["apply", "--repo", &url]);
     let noop = started.elapsed();
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(code(&out), 0, "{}", show(&out));
     let until = common::docker::instant();
     let events = mutating_events(&release.name, since, until);
     assert!(
@@ -177,7 +171,7 @@ fn converges_is_idempotent_shows_changes_and_repairs_drift() {
     );
     repo.commit("v2");
     let out = r.run(&["diff", "--repo", &url, "--output", "json"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert_eq!(code(&out), 1, "{}", show(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json plan");
     let changes = plan["changes"].as_array().expect("changes");
     assert_eq!(changes.len(), 1, "{plan:#}");
@@ -186,10 +180,10 @@ fn converges_is_idempotent_shows_changes_and_repairs_drift() {
     assert_eq!(changes[0]["fields"][0]["path"], "image");
     assert_eq!(changes[0]["fields"][0]["new"], "reconciler-test/app:v2");
     let out = r.run(&["apply", "--repo", &url]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(code(&out), 0, "{}", show(&out));
     assert_eq!(http_get(port, "/version").as_deref(), Some("v2"));
     let out = r.run(&["diff", "--repo", &url]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(code(&out), 0, "{}", show(&out));
     // The replaced container is gone: one container per service.
     let names = docker(&[
         "ps",
@@ -206,26 +200,26 @@ fn converges_is_idempotent_shows_changes_and_repairs_drift() {
     // Drift: a managed container removed by hand is shown and repaired.
     docker(&["rm", "-f", &web]);
     let out = r.run(&["diff", "--repo", &url]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert_eq!(code(&out), 1, "{}", show(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("+ service web"),
         "{}",
-        text(&out)
+        show(&out)
     );
     let out = r.run(&["apply", "--repo", &url]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(code(&out), 0, "{}", show(&out));
     assert_eq!(http_get(port, "/version").as_deref(), Some("v2"));
     // A stopped one too.
     docker(&["stop", "-t", "1", &cache]);
     let out = r.run(&["diff", "--repo", &url]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert_eq!(code(&out), 1, "{}", show(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("container exited"),
         "{}",
-        text(&out)
+        show(&out)
     );
     let out = r.run(&["apply", "--repo", &url]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(code(&out), 0, "{}", show(&out));
     assert_eq!(
         docker(&["inspect", "-f", "{{.State.Running}}", &cache]),
         "true"
@@ -276,9 +270,9 @@ fn unowned_containers_are_left_alone() {
     repo.commit("one service");
     let r = Reconciler::new();
     let out = r.run(&["apply", "--repo", &repo.url()]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(code(&out), 0, "{}", show(&out));
     let out = r.run(&["diff", "--repo", &repo.url()]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(code(&out), 0, "{}", show(&out));
     assert_eq!(
         docker(&["inspect", "-f", "{{.State.Running}}", &stranger]),
         "true"
@@ -298,7 +292,7 @@ fn a_missing_image_fails_before_anything_changes() {
     let since = common::docker::instant();
     let out = r.run(&["apply", "--repo", &repo.url()]);
     let until = common::docker::instant();
-    assert_ne!(code(&out), 0, "{}", text(&out));
+    assert_ne!(code(&out), 0, "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("127.0.0.1:1/reconciler-test/missing:1"),
@@ -324,7 +318,7 @@ fn a_dead_engine_is_a_clear_error() {
         "--docker-host",
         "unix:///nonexistent/docker.sock",
     ]);
-    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert_eq!(code(&out), 2, "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/docker.sock"), "{err}");
     assert!(!err.contains("panicked"), "{err}");

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::show;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -108,15 +110,6 @@ fn validate(url: &str, key: &Path, home: &Path) -> Output {
         .env("RECONCILER_LOG", "warn")
         .output()
         .expect("reconciler runs")
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?}\n{}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]
