@@ -21,3 +21,4 @@ pub mod reconcile;
 pub mod secret;
 pub mod source;
 pub mod spec;
+pub mod state;
