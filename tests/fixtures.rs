@@ -11,7 +11,8 @@
 mod common;
 
 use common::images::{
-    self, APP_PORT, APP_V1, APP_V2, APP_V3, NGINX, PROMETHEUS, PROMETHEUS_PORT, TEST_LABEL,
+    self, ALERTMANAGER, ALERTMANAGER_PORT, APP_PORT, APP_V1, APP_V2, APP_V3, NGINX, POSTGRES,
+    POSTGRES_PORT, PROMETHEUS, PROMETHEUS_PORT, TEST_LABEL,
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -569,4 +570,305 @@ fn prometheus_ready_scrapes_and_promtool_checks_configs() {
     // The lifecycle API is on: a reload of the unchanged config succeeds.
     assert_eq!(http_request("POST", port, "/-/reload").unwrap().0, 200);
     assert_clean_stop(&id, "prometheus");
+}
+
+/// stdout + stderr of a finished command, for matching tool messages.
+fn all_output(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+const ALERTMANAGER_GOOD_CONFIG: &str = "route:
+  receiver: hook
+receivers:
+  - name: hook
+    webhook_configs:
+      - url: http://127.0.0.1:9/hook
+";
+
+/// The route names a receiver nobody defined.
+const ALERTMANAGER_BROKEN_CONFIG: &str = "route:
+  receiver: nobody
+receivers:
+  - name: hook
+";
+
+#[test]
+fn alertmanager_ready_takes_alerts_and_amtool_checks_configs() {
+    images::ensure_images(&["alertmanager"]);
+    let c = Cleanup::new("alertmanager");
+    let id = c.run(
+        &["-p", &format!("127.0.0.1:0:{ALERTMANAGER_PORT}")],
+        ALERTMANAGER,
+    );
+    let port = host_port(&id, ALERTMANAGER_PORT);
+    poll("Alertmanager /-/ready", Duration::from_secs(30), || {
+        matches!(http_get(port, "/-/ready"), Ok((200, _))).then_some(())
+    });
+    assert_eq!(docker(&["exec", &id, "id", "-un"]), "prometheus");
+
+    // An alert posted with amtool comes back from the API.
+    let url = format!("--alertmanager.url=http://127.0.0.1:{ALERTMANAGER_PORT}");
+    let add = exec(
+        &id,
+        &[
+            "amtool",
+            &url,
+            "alert",
+            "add",
+            "FixtureProbe",
+            "severity=info",
+        ],
+    );
+    assert!(
+        add.status.success(),
+        "amtool alert add: {}",
+        common::show(&add)
+    );
+    poll(
+        "the posted alert in /api/v2/alerts",
+        Duration::from_secs(10),
+        || {
+            let (status, body) = http_get(port, "/api/v2/alerts").ok()?;
+            (status == 200 && body.contains("FixtureProbe")).then_some(())
+        },
+    );
+
+    let default = exec(
+        &id,
+        &["amtool", "check-config", "/etc/prometheus/alertmanager.yml"],
+    );
+    assert!(
+        default.status.success(),
+        "image's own config: {}",
+        common::show(&default)
+    );
+    put_file(&id, "/tmp/good.yml", ALERTMANAGER_GOOD_CONFIG);
+    put_file(&id, "/tmp/broken.yml", ALERTMANAGER_BROKEN_CONFIG);
+    let good = exec(&id, &["amtool", "check-config", "/tmp/good.yml"]);
+    assert!(
+        good.status.success(),
+        "good config: {}",
+        common::show(&good)
+    );
+    let broken = exec(&id, &["amtool", "check-config", "/tmp/broken.yml"]);
+    assert!(
+        !broken.status.success(),
+        "broken config accepted: {}",
+        common::show(&broken)
+    );
+    let text = all_output(&broken);
+    assert!(text.contains("nobody"), "amtool output: {text}");
+    assert_clean_stop(&id, "alertmanager");
+}
+
+const PG_USER: &str = "fixture";
+const PG_DB: &str = "fixturedb";
+
+/// psql over TCP (password authentication) inside container `id`; the output whatever the
+/// exit status.
+fn psql_tcp(id: &str, password: &str, sql: &str) -> std::process::Output {
+    let env = format!("PGPASSWORD={password}");
+    Command::new("docker")
+        .args(["exec", "-e", &env, id, "psql", "-h", "127.0.0.1"])
+        .args([
+            "-U",
+            PG_USER,
+            "-d",
+            PG_DB,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-Atc",
+            sql,
+        ])
+        .output()
+        .expect("run docker CLI")
+}
+
+fn psql_ok(id: &str, password: &str, sql: &str) -> String {
+    let out = psql_tcp(id, password, sql);
+    assert!(out.status.success(), "psql {sql:?}: {}", common::show(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Runs the postgres image on `volume` and waits until it accepts TCP connections (the
+/// entrypoint's setup server listens on the socket only, so this is after initialisation).
+fn run_postgres(c: &Cleanup, volume: &str, password: &str) -> (String, u16) {
+    let mount = format!("{volume}:/var/lib/postgresql/data");
+    let env_password = format!("POSTGRES_PASSWORD={password}");
+    let env_user = format!("POSTGRES_USER={PG_USER}");
+    let env_db = format!("POSTGRES_DB={PG_DB}");
+    let publish = format!("127.0.0.1:0:{POSTGRES_PORT}");
+    let id = c.run(
+        &[
+            "-p",
+            &publish,
+            "-v",
+            &mount,
+            "-e",
+            &env_password,
+            "-e",
+            &env_user,
+            "-e",
+            &env_db,
+        ],
+        POSTGRES,
+    );
+    let port = host_port(&id, POSTGRES_PORT);
+    poll(
+        "PostgreSQL to accept TCP connections",
+        Duration::from_secs(60),
+        || {
+            exec(&id, &["pg_isready", "-q", "-h", "127.0.0.1"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    // The published port reaches it from the host as well.
+    TcpStream::connect(("127.0.0.1", port)).expect("connect to the published PostgreSQL port");
+    (id, port)
+}
+
+#[test]
+fn postgres_init_query_dump_restore_stop_and_keep_data() {
+    images::ensure_images(&["postgres"]);
+    let mut c = Cleanup::new("postgres");
+    let vol = c.volume("pgdata");
+    let (id, _) = run_postgres(&c, &vol, "first-pass");
+
+    // Initialised from env: the user owns the database, the password is required over TCP.
+    assert_eq!(
+        psql_ok(
+            &id,
+            "first-pass",
+            "select current_user || '@' || current_database()"
+        ),
+        format!("{PG_USER}@{PG_DB}")
+    );
+    let wrong = psql_tcp(&id, "wrong-pass", "select 1");
+    assert!(!wrong.status.success(), "a wrong password was accepted");
+    assert!(
+        all_output(&wrong).contains("password authentication failed"),
+        "{}",
+        common::show(&wrong)
+    );
+    psql_ok(
+        &id,
+        "first-pass",
+        "create table items(id int primary key, name text); \
+         insert into items select g, 'item ' || g from generate_series(1, 1000) g",
+    );
+
+    // A custom-format dump lists the table, and restores into a fresh database.
+    let dump = exec(
+        &id,
+        &[
+            "pg_dump",
+            "-U",
+            PG_USER,
+            "-d",
+            PG_DB,
+            "-Fc",
+            "-f",
+            "/tmp/db.dump",
+        ],
+    );
+    assert!(dump.status.success(), "pg_dump: {}", common::show(&dump));
+    let list = exec(&id, &["pg_restore", "--list", "/tmp/db.dump"]);
+    assert!(
+        list.status.success(),
+        "pg_restore --list: {}",
+        common::show(&list)
+    );
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("TABLE public items"),
+        "{}",
+        common::show(&list)
+    );
+    psql_ok(&id, "first-pass", "create database restored");
+    let restore = exec(
+        &id,
+        &[
+            "pg_restore",
+            "-U",
+            PG_USER,
+            "-d",
+            "restored",
+            "/tmp/db.dump",
+        ],
+    );
+    assert!(
+        restore.status.success(),
+        "pg_restore: {}",
+        common::show(&restore)
+    );
+    let restored = exec(
+        &id,
+        &[
+            "psql",
+            "-U",
+            PG_USER,
+            "-d",
+            "restored",
+            "-Atc",
+            "select count(*) from items",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&restored.stdout).trim(), "1000");
+
+    assert_clean_stop(&id, "postgres");
+    let logs = Command::new("docker")
+        .args(["logs", &id])
+        .output()
+        .expect("docker logs");
+    assert!(
+        all_output(&logs).contains("database system is shut down"),
+        "no clean shutdown in the log: {}",
+        common::show(&logs)
+    );
+
+    // A replacement container on the same volume keeps the data; the env of an already
+    // initialised directory is ignored (the first password still applies).
+    docker(&["rm", &id]);
+    let (id2, _) = run_postgres(&c, &vol, "second-pass");
+    assert_eq!(
+        psql_ok(&id2, "first-pass", "select count(*), max(name) from items"),
+        "1000|item 999"
+    );
+    assert_clean_stop(&id2, "replacement postgres");
+}
+
+#[test]
+fn postgres_refuses_to_initialise_without_a_password() {
+    images::ensure_images(&["postgres"]);
+    let c = Cleanup::new("postgres-nopass");
+    let id = c.run(&[], POSTGRES);
+    let code = poll(
+        "postgres without POSTGRES_PASSWORD to exit",
+        Duration::from_secs(30),
+        || {
+            let s = docker(&[
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{.State.ExitCode}}",
+                &id,
+            ]);
+            let (status, code) = s.split_once(' ')?;
+            (status == "exited").then(|| code.to_string())
+        },
+    );
+    assert_eq!(code, "1");
+    let logs = Command::new("docker")
+        .args(["logs", &id])
+        .output()
+        .expect("docker logs");
+    assert!(
+        all_output(&logs).contains("POSTGRES_PASSWORD"),
+        "{}",
+        common::show(&logs)
+    );
 }
