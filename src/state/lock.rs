@@ -355,6 +355,9 @@ mod tests {
         let lock = acquire(&dir, holder("bob"), None, &CancellationToken::new())
             .await
             .unwrap();
-        assert_eq!(lock.taken_over.as_ref().map(|h| h.actor.as_str()), Some("dead"));
+        assert_eq!(
+            lock.taken_over.as_ref().map(|h| h.actor.as_str()),
+            Some("dead")
+        );
     }
 }
