@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::apply::ApplyOptions;
+mod state_cmds;
+
 use crate::daemon::{self, RunOptions};
 use crate::defaults;
 use crate::desired::ProcessEnv;
@@ -25,7 +26,9 @@ Examples:
   reconciler diff --repo https://git.example/ops/shop.git --ref main
   reconciler diff --local ./shop-ops --output json
   reconciler apply --repo /srv/git/shop-ops.git
-  reconciler run --repo /srv/git/shop-ops.git --interval 30s";
+  reconciler run --repo /srv/git/shop-ops.git --interval 30s
+  reconciler status
+  reconciler rollback --to 3f2a9c1";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -84,6 +87,33 @@ pub enum Command {
     #[command(after_help = "Example:
   reconciler run --repo /srv/git/shop-ops.git --interval 30s")]
     Run(RunArgs),
+    /// Desired vs applied revision, per service the color, image, health and drift; the lock.
+    #[command(after_help = "Examples:
+  reconciler status
+  reconciler status --release shop --output json")]
+    Status(state_cmds::StatusArgs),
+    /// The last deploys: revision, who, trigger, outcome, failing step, timings.
+    #[command(after_help = "Examples:
+  reconciler history --limit 5
+  reconciler history --release shop --output json")]
+    History(state_cmds::HistoryArgs),
+    /// Re-apply a recorded release (default: the previous applied one) from the git cache,
+    /// through the same gates; then automatic sync stays suspended until `resume`.
+    #[command(after_help = "Examples:
+  reconciler rollback
+  reconciler rollback --to 3f2a9c1 --lock-wait 5m")]
+    Rollback(state_cmds::RollbackArgs),
+    /// Pause automatic sync: `run` keeps observing and reporting drift but applies nothing.
+    #[command(after_help = "Example:
+  reconciler suspend --message 'investigating the 14:00 incident'")]
+    Suspend(state_cmds::SuspendArgs),
+    /// Re-enable automatic sync after `suspend` or `rollback`.
+    #[command(after_help = "Example:
+  reconciler resume --release shop")]
+    Resume(state_cmds::ReleaseArgs),
+    /// Show or break the deploy lock.
+    #[command(subcommand)]
+    Lock(state_cmds::LockCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -147,10 +177,30 @@ pub struct DiffArgs {
     pub steps: bool,
 }
 
+/// Flags of every command that deploys.
+#[derive(Debug, Clone, Args)]
+pub struct DeployArgs {
+    /// Who is deploying, for history and the audit log; default: RECONCILER_ACTOR, else the
+    /// CI's user (GITHUB_ACTOR, GITLAB_USER_LOGIN, ...), else $USER@hostname.
+    #[arg(long, value_name = "NAME")]
+    pub actor: Option<String>,
+    /// Wait up to this long (`30s`, `5m`) for another deploy's lock instead of failing.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub lock_wait: Option<Duration>,
+    /// How many deploys history.json keeps.
+    #[arg(long, value_name = "N", default_value_t = defaults::HISTORY_LIMIT)]
+    pub history_limit: usize,
+}
+
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+    /// Apply the revision even if its last deploy failed.
+    #[arg(long)]
+    pub retry: bool,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +213,9 @@ pub struct RunArgs {
     /// Apply the current revision even if it failed before.
     #[arg(long)]
     pub retry: bool,
+    /// How many deploys history.json keeps.
+    #[arg(long, value_name = "N", default_value_t = defaults::HISTORY_LIMIT)]
+    pub history_limit: usize,
 }
 
 /// Exit codes, shared by every command.
@@ -180,6 +233,16 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Diff(args) => diff(&cli.state_dir, cli.docker_host.as_deref(), args).await,
         Command::Apply(args) => apply(&cli.state_dir, cli.docker_host.as_deref(), args).await,
         Command::Run(args) => run_loop(&cli.state_dir, cli.docker_host.as_deref(), args).await,
+        Command::Status(args) => {
+            state_cmds::status(&cli.state_dir, cli.docker_host.as_deref(), args).await
+        }
+        Command::History(args) => state_cmds::history(&cli.state_dir, args),
+        Command::Rollback(args) => {
+            state_cmds::rollback(&cli.state_dir, cli.docker_host.as_deref(), args).await
+        }
+        Command::Suspend(args) => state_cmds::suspend(&cli.state_dir, args),
+        Command::Resume(args) => state_cmds::resume(&cli.state_dir, args),
+        Command::Lock(cmd) => state_cmds::lock(&cli.state_dir, cmd).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -187,7 +250,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             print_error(&e);
             let failed_release = e
                 .downcast_ref::<ReconcileError>()
-                .is_some_and(|r| matches!(r, ReconcileError::Apply(_)));
+                .is_some_and(|r| matches!(r, ReconcileError::Apply(_)))
+                || e.downcast_ref::<crate::deploy::DeployError>()
+                    .is_some_and(|d| d.is_failed_release());
             ExitCode::from(if failed_release {
                 exit::CHANGES_OR_FAILED
             } else {
@@ -303,41 +368,40 @@ async fn apply(
     args: ApplyArgs,
 ) -> anyhow::Result<u8> {
     let origin = args.repo.origin(None)?;
-    let (engine, loaded, plan) = match prepare(state_dir, docker_host, &origin).await? {
-        Ok(p) => p,
-        Err(code) => return Ok(code),
-    };
-    if plan.in_sync() {
-        println!(
-            "Release {} is in sync with revision {}: nothing to do.",
-            plan.release, plan.revision
-        );
-        return Ok(exit::OK);
-    }
-    print!("{}", plan::render_text(&plan));
+    // Before anything slow: a SIGTERM while waiting for the lock or planning still ends in a
+    // clean exit that releases the lock.
     let cancel = daemon::shutdown_token();
-    let options = ApplyOptions {
-        cancel: cancel.clone(),
+    let tree = reconcile::fetch(&origin, state_dir).await?;
+    let loaded = match reconcile::load(tree, &ProcessEnv) {
+        Ok(l) => l,
+        Err(ReconcileError::Spec(errors)) => {
+            eprint!("{errors}");
+            return Ok(exit::ERROR);
+        }
+        Err(e) => return Err(e.into()),
     };
-    let started = std::time::Instant::now();
-    let report = reconcile::apply(&engine, &plan, &options).await?;
-    println!(
-        "Applied release {} revision {} in {:.1}s ({} steps).",
-        loaded.desired.release,
-        loaded.desired.revision,
-        started.elapsed().as_secs_f64(),
-        report.steps.len()
-    );
-    for failure in &report.final_failures {
-        eprintln!(
-            "warning: clean-up step {} ({} {}) failed after every gate passed: {}",
-            failure.index + 1,
-            failure.action,
-            failure.target,
-            failure.reason
-        );
-    }
-    Ok(exit::OK)
+    let engine = connect(docker_host).await?;
+    let source = match &origin {
+        Origin::Git(config) => crate::deploy::source_record(config, state_dir),
+        Origin::Local { .. } => None,
+    };
+    let ctx = crate::deploy::Context {
+        state_dir: state_dir.to_path_buf(),
+        history_limit: args.deploy.history_limit,
+    };
+    let request = crate::deploy::Request {
+        loaded,
+        source,
+        kind: crate::state::history::Kind::Deploy,
+        trigger: reconcile::Trigger::Cli,
+        actor: crate::state::actor::from_env(args.deploy.actor.as_deref()),
+        retry: args.retry,
+        lock_wait: args.deploy.lock_wait,
+        cancel,
+    };
+    let print_plan = |plan: &plan::Plan| print!("{}", plan::render_text(plan));
+    let deployed = crate::deploy::deploy(&ctx, &engine, request, &print_plan).await?;
+    Ok(state_cmds::report_deployed(&deployed))
 }
 
 async fn run_loop(
@@ -349,6 +413,7 @@ async fn run_loop(
     let options = RunOptions {
         interval: args.interval,
         retry_failed: args.retry,
+        history_limit: args.history_limit,
     };
     daemon::run(docker_host, origin, state_dir.to_path_buf(), options).await;
     Ok(exit::OK)

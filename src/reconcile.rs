@@ -56,6 +56,9 @@ pub enum ReconcileError {
     /// Boxed: the failure report is large and this error travels through every cycle.
     #[error(transparent)]
     Apply(Box<ApplyError>),
+    /// The deploy's lock or state files (boxed: it nests this very type).
+    #[error(transparent)]
+    Deploy(Box<crate::deploy::DeployError>),
 }
 
 impl From<ApplyError> for ReconcileError {
@@ -161,6 +164,16 @@ impl RepoFiles for TreeFiles<'_> {
 
 /// Observes the engine and plans. Pure apart from the observation.
 pub async fn plan(engine: &Engine, desired: &DesiredRelease) -> Result<Plan, ReconcileError> {
+    let live = observe(engine, desired).await?;
+    Ok(plan::plan(desired, &live)?)
+}
+
+/// What the engine runs for the release: its labelled objects, the images it names and the
+/// proxy's managed files.
+pub async fn observe(
+    engine: &Engine,
+    desired: &DesiredRelease,
+) -> Result<live::LiveState, ReconcileError> {
     let images = desired.images();
     let proxy_paths: Vec<String> = desired
         .proxy
@@ -171,8 +184,7 @@ pub async fn plan(engine: &Engine, desired: &DesiredRelease) -> Result<Plan, Rec
         .proxy
         .as_ref()
         .map(|p| (p.container_name.as_str(), proxy_paths.as_slice()));
-    let live = live::observe(engine, &desired.release, &images, proxy).await?;
-    Ok(plan::plan(desired, &live)?)
+    Ok(live::observe(engine, &desired.release, &images, proxy).await?)
 }
 
 /// Carries the plan out (gated, undone on failure).
