@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::apply::ApplyOptions;
+use crate::apply::{ApplyOptions, PausePoint};
 use crate::daemon::{self, RunOptions};
 use crate::defaults;
 use crate::desired::ProcessEnv;
@@ -248,11 +248,13 @@ async fn connect(docker_host: Option<&str>) -> anyhow::Result<Engine> {
     Ok(Engine::connect(docker_host).await?)
 }
 
-/// Fetch, load and plan; a spec error list is printed whole and maps to exit 2.
+/// Fetch, load and plan; a spec error list is printed whole and maps to exit 2. With
+/// `recover`, a deploy a crash interrupted is resolved first (see `recovery`).
 async fn prepare(
     state_dir: &std::path::Path,
     docker_host: Option<&str>,
     origin: &Origin,
+    recover: bool,
 ) -> anyhow::Result<Result<(Engine, reconcile::Loaded, plan::Plan), u8>> {
     let tree = reconcile::fetch(origin, state_dir).await?;
     let loaded = match reconcile::load(tree, &ProcessEnv) {
@@ -264,6 +266,14 @@ async fn prepare(
         Err(e) => return Err(e.into()),
     };
     let engine = connect(docker_host).await?;
+    if recover {
+        if let Some(report) =
+            reconcile::recover(&engine, state_dir, &loaded.desired.release).await?
+        {
+            // The lead records this in history and audit; a person sees it here.
+            eprintln!("recovery: {}", report.summary());
+        }
+    }
     let plan = reconcile::plan(&engine, &loaded.desired).await?;
     Ok(Ok((engine, loaded, plan)))
 }
@@ -274,7 +284,7 @@ async fn diff(
     args: DiffArgs,
 ) -> anyhow::Result<u8> {
     let origin = args.repo.origin(args.local.as_ref())?;
-    let (_, _, plan) = match prepare(state_dir, docker_host, &origin).await? {
+    let (_, _, plan) = match prepare(state_dir, docker_host, &origin, false).await? {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
@@ -303,7 +313,10 @@ async fn apply(
     args: ApplyArgs,
 ) -> anyhow::Result<u8> {
     let origin = args.repo.origin(None)?;
-    let (engine, loaded, plan) = match prepare(state_dir, docker_host, &origin).await? {
+    // Test-only hook (see `PausePoint`); read before anything changes so a bad value changes
+    // nothing.
+    let pause_at = PausePoint::from_env().map_err(anyhow::Error::msg)?;
+    let (engine, loaded, plan) = match prepare(state_dir, docker_host, &origin, true).await? {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
@@ -316,11 +329,19 @@ async fn apply(
     }
     print!("{}", plan::render_text(&plan));
     let cancel = daemon::shutdown_token();
+    let journal = reconcile::journal(state_dir, &plan.release);
     let options = ApplyOptions {
         cancel: cancel.clone(),
+        journal: Some(journal.clone()),
+        pause_at,
     };
     let started = std::time::Instant::now();
-    let report = reconcile::apply(&engine, &plan, &options).await?;
+    let result = reconcile::apply(&engine, &plan, &options).await;
+    // The deploy is over, applied or rolled back: nothing is left for recovery to resolve.
+    if let Err(e) = journal.finish() {
+        eprintln!("warning: {e}");
+    }
+    let report = result?;
     println!(
         "Applied release {} revision {} in {:.1}s ({} steps).",
         loaded.desired.release,

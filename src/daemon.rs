@@ -199,16 +199,29 @@ async fn reconcile(cycle: &mut Cycle) -> Result<Outcome, ReconcileError> {
         return Ok(Outcome::SkippedFailed { revision });
     }
     let loaded = reconcile::load(tree, &ProcessEnv)?;
+    if let Some(report) =
+        reconcile::recover(&cycle.engine, &cycle.state_dir, &loaded.desired.release).await?
+    {
+        info!(summary = %report.summary(), "resolved an interrupted deploy");
+    }
     let plan = reconcile::plan(&cycle.engine, &loaded.desired).await?;
     if plan.in_sync() {
         return Ok(Outcome::InSync { revision });
     }
     let (add, change, destroy) = plan::summary(&plan);
     info!(%revision, add, change, destroy, "applying");
+    let journal = reconcile::journal(&cycle.state_dir, &plan.release);
     let options = ApplyOptions {
         cancel: cycle.cancel.clone(),
+        journal: Some(journal.clone()),
+        pause_at: None,
     };
-    match reconcile::apply(&cycle.engine, &plan, &options).await {
+    let result = reconcile::apply(&cycle.engine, &plan, &options).await;
+    // The deploy is over, applied or rolled back: nothing is left for recovery to resolve.
+    if let Err(e) = journal.finish() {
+        warn!(error = %e, "cannot remove the deploy journal");
+    }
+    match result {
         Ok(_) => {
             cycle.failed.remove(&revision);
             Ok(Outcome::Applied { revision })

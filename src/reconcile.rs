@@ -11,8 +11,11 @@ use crate::desired::{self, DesiredRelease, HostEnv, RepoFiles};
 use crate::engine::{Engine, EngineError};
 use crate::live;
 use crate::plan::{self, Plan, PlanError};
+use crate::recovery::{self, RecoveryError, RecoveryReport};
 use crate::source::{GitSource, LocalDir, SourceConfig, SourceError, SourceTree};
 use crate::spec::{self, LoadedSpec, SpecError, SpecErrors};
+use crate::state::journal::Journal;
+use crate::state::ReleaseDir;
 
 /// Where a release is read from.
 #[derive(Debug, Clone)]
@@ -53,6 +56,8 @@ pub enum ReconcileError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Plan(#[from] PlanError),
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
     /// Boxed: the failure report is large and this error travels through every cycle.
     #[error(transparent)]
     Apply(Box<ApplyError>),
@@ -173,6 +178,22 @@ pub async fn plan(engine: &Engine, desired: &DesiredRelease) -> Result<Plan, Rec
         .map(|p| (p.container_name.as_str(), proxy_paths.as_slice()));
     let live = live::observe(engine, &desired.release, &images, proxy).await?;
     Ok(plan::plan(desired, &live)?)
+}
+
+/// Resolves a deploy of `release` that a crash interrupted (see [`recovery`]): call it at the
+/// start of a deploy, before [`plan`] observes the engine.
+pub async fn recover(
+    engine: &Engine,
+    state_dir: &Path,
+    release: &str,
+) -> Result<Option<RecoveryReport>, ReconcileError> {
+    Ok(recovery::recover(engine, state_dir, release).await?)
+}
+
+/// The journal a deploy of `release` records its steps in (written from `apply`'s first step;
+/// the caller calls `finish` once the deploy's outcome is recorded).
+pub fn journal(state_dir: &Path, release: &str) -> Arc<Journal> {
+    Arc::new(Journal::new(ReleaseDir::new(state_dir, release)))
 }
 
 /// Carries the plan out (gated, undone on failure).
