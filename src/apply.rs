@@ -6,24 +6,99 @@
 //! undone (`RemoveContainer`, `RemoveNetwork`) come last in every plan, after every gate has
 //! passed: once the first of them starts, the release is committed, and a failure there is
 //! reported in the [`ApplyReport`] instead of rolling back a release that is healthy.
+//!
+//! With a [`Journal`] in the options, each step is recorded before and after it runs, so that a
+//! crash (SIGKILL, power loss) can be resolved at the next start (`crate::recovery`), with the
+//! same [`undo_of`] mapping this executor uses.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::defaults;
-use crate::engine::{ContainerOwnership, Engine};
+use crate::engine::{ContainerOwnership, Engine, EngineError};
 use crate::health;
 use crate::plan::{Action, Plan};
 use crate::proxy;
+use crate::state::journal::Journal;
+use crate::state::StateError;
 
 #[derive(Debug, Clone, Default)]
 pub struct ApplyOptions {
     /// Fired on SIGTERM: the step in flight finishes (a gate stops waiting), then the apply
     /// rolls back as for a failure.
     pub cancel: CancellationToken,
+    /// Where each step is recorded before and after it runs; `None` records nothing (tests of
+    /// the executor that need no state dir).
+    pub journal: Option<Arc<Journal>>,
+    /// Test-only: stop for good at this point (see [`PausePoint`]); `None` in production.
+    pub pause_at: Option<PausePoint>,
+}
+
+/// The environment variable naming a test pause point: `<step index>:<before|after>`.
+pub const PAUSE_AT_ENV: &str = "RECONCILER_TEST_PAUSE_AT";
+/// The file written when the pause point is reached (so a test knows when to kill).
+pub const PAUSE_MARKER_ENV: &str = "RECONCILER_TEST_PAUSE_MARKER";
+
+/// **Test-only** fault-injection hook: `apply` stops at this point and waits forever, so a
+/// crash-recovery test can SIGKILL the process at a known step. `before`: the step's `started`
+/// record is in the journal but the step has not run; `after`: the step ran but its `done`
+/// record is not written yet (the two moments where a crash leaves the most doubt).
+/// Nothing happens unless [`PAUSE_AT_ENV`] is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PausePoint {
+    /// 0-based index into `plan.steps` (as in `diff --output json`).
+    pub index: usize,
+    pub after: bool,
+    /// Written (empty) when the pause begins.
+    pub marker: Option<PathBuf>,
+}
+
+impl PausePoint {
+    /// Reads [`PAUSE_AT_ENV`] and [`PAUSE_MARKER_ENV`]; `Ok(None)` when unset.
+    pub fn from_env() -> Result<Option<PausePoint>, String> {
+        let Some(value) = std::env::var_os(PAUSE_AT_ENV) else {
+            return Ok(None);
+        };
+        let value = value.to_string_lossy();
+        let bad = || format!("{PAUSE_AT_ENV}={value:?}: expected <step index>:<before|after>");
+        let (index, when) = value.split_once(':').ok_or_else(bad)?;
+        let index = index.trim().parse().map_err(|_| bad())?;
+        let after = match when.trim() {
+            "before" => false,
+            "after" => true,
+            _ => return Err(bad()),
+        };
+        Ok(Some(PausePoint {
+            index,
+            after,
+            marker: std::env::var_os(PAUSE_MARKER_ENV).map(PathBuf::from),
+        }))
+    }
+}
+
+/// Waits forever if `pause` names this point (test-only, see [`PausePoint`]).
+async fn maybe_pause(pause: &Option<PausePoint>, index: usize, after: bool) {
+    let Some(p) = pause else { return };
+    if p.index != index || p.after != after {
+        return;
+    }
+    let when = if after { "after" } else { "before" };
+    tracing::warn!(
+        step = index,
+        when,
+        "test pause point reached ({PAUSE_AT_ENV}); waiting to be killed"
+    );
+    if let Some(marker) = &p.marker {
+        if let Err(e) = std::fs::write(marker, format!("{index}:{when}\n")) {
+            tracing::warn!(path = %marker.display(), error = %e, "cannot write the pause marker");
+        }
+    }
+    std::future::pending::<()>().await;
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -59,6 +134,14 @@ pub struct ApplyReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
+    /// Without a journal a crash could not be resolved, so nothing is started.
+    #[error("release `{release}`: cannot start the deploy journal, nothing was changed: {source}")]
+    Journal {
+        release: String,
+        #[source]
+        source: StateError,
+    },
+
     #[error("step {} ({action}{}) on `{target}` failed: {reason}; {}", index + 1, service_suffix(service), rollback_summary(*rolled_back, undo_errors))]
     Failed {
         /// 0-based index into `plan.steps`.
@@ -91,6 +174,8 @@ impl ApplyError {
             ApplyError::Failed { rolled_back, .. } | ApplyError::Cancelled { rolled_back, .. } => {
                 *rolled_back
             }
+            // Nothing had started.
+            ApplyError::Journal { .. } => true,
         }
     }
 }
@@ -127,25 +212,101 @@ pub(crate) enum Effect {
     ProxyFilesReplaced(Vec<proxy::PreviousFile>),
 }
 
+/// A step as undoing or finishing it sees it: what it does and the names it acts on. It holds
+/// no container config, so the journal that stores it cannot hold an env value or a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum StepRef {
+    CreateNetwork {
+        name: String,
+    },
+    CreateVolume {
+        name: String,
+    },
+    StopContainer {
+        name: String,
+    },
+    RenameContainer {
+        from: String,
+        to: String,
+    },
+    CreateContainer {
+        name: String,
+    },
+    StartContainer {
+        name: String,
+    },
+    ConfigureProxy {
+        name: String,
+    },
+    RemoveContainer {
+        name: String,
+    },
+    RemoveNetwork {
+        name: String,
+    },
+    /// Pulls, seeding a new proxy (undone with its container), gates, verify, drain: nothing
+    /// on the host to put back.
+    NothingToUndo,
+}
+
+impl StepRef {
+    pub fn of(action: &Action) -> StepRef {
+        let name = |n: &String| n.clone();
+        match action {
+            Action::CreateNetwork { name: n, .. } => StepRef::CreateNetwork { name: name(n) },
+            Action::CreateVolume { name: n, .. } => StepRef::CreateVolume { name: name(n) },
+            Action::StopContainer { name: n, .. } => StepRef::StopContainer { name: name(n) },
+            Action::RenameContainer { from, to, .. } => StepRef::RenameContainer {
+                from: from.clone(),
+                to: to.clone(),
+            },
+            Action::CreateContainer { name: n, .. } => StepRef::CreateContainer { name: name(n) },
+            Action::StartContainer { name: n, .. } => StepRef::StartContainer { name: name(n) },
+            Action::ConfigureProxy { name: n, .. } => StepRef::ConfigureProxy { name: name(n) },
+            Action::RemoveContainer { name: n, .. } => StepRef::RemoveContainer { name: name(n) },
+            Action::RemoveNetwork { name: n } => StepRef::RemoveNetwork { name: name(n) },
+            Action::PullImage { .. }
+            | Action::SeedProxy { .. }
+            | Action::AwaitHealthy { .. }
+            | Action::Verify { .. }
+            | Action::Drain { .. } => StepRef::NothingToUndo,
+        }
+    }
+
+    /// Steps after which there is no going back: the first of them is the commit point.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            StepRef::RemoveContainer { .. } | StepRef::RemoveNetwork { .. }
+        )
+    }
+}
+
 /// The step that undoes `action`, given what it did; `None` when there is nothing to undo
 /// (pulls, gates, verify, drain) or it cannot be undone (removals: they come last, after every
 /// gate). Pure, so the property test of the executor runs this very function.
 pub(crate) fn inverse(action: &Action, effect: Effect) -> Option<Undo> {
-    match (action, effect) {
-        (Action::CreateNetwork { name, .. }, _) => Some(Undo::RemoveNetwork(name.clone())),
-        (Action::CreateVolume { name, .. }, Effect::VolumeCreated(true)) => {
+    undo_of(&StepRef::of(action), effect)
+}
+
+/// [`inverse`] on the journal's view of a step: crash recovery undoes with this same mapping.
+pub(crate) fn undo_of(step: &StepRef, effect: Effect) -> Option<Undo> {
+    match (step, effect) {
+        (StepRef::CreateNetwork { name }, _) => Some(Undo::RemoveNetwork(name.clone())),
+        (StepRef::CreateVolume { name }, Effect::VolumeCreated(true)) => {
             Some(Undo::RemoveVolume(name.clone()))
         }
-        (Action::StopContainer { name, .. }, Effect::WasRunning(true)) => {
+        (StepRef::StopContainer { name }, Effect::WasRunning(true)) => {
             Some(Undo::StartContainer(name.clone()))
         }
-        (Action::RenameContainer { from, to, .. }, _) => Some(Undo::Rename {
+        (StepRef::RenameContainer { from, to }, _) => Some(Undo::Rename {
             from: to.clone(),
             to: from.clone(),
         }),
-        (Action::CreateContainer { name, .. }, _) => Some(Undo::RemoveContainer(name.clone())),
-        (Action::StartContainer { name, .. }, _) => Some(Undo::StopContainer(name.clone())),
-        (Action::ConfigureProxy { name, .. }, Effect::ProxyFilesReplaced(previous)) => {
+        (StepRef::CreateContainer { name }, _) => Some(Undo::RemoveContainer(name.clone())),
+        (StepRef::StartContainer { name }, _) => Some(Undo::StopContainer(name.clone())),
+        (StepRef::ConfigureProxy { name }, Effect::ProxyFilesReplaced(previous)) => {
             Some(Undo::RestoreProxy {
                 name: name.clone(),
                 previous,
@@ -174,8 +335,44 @@ pub(crate) enum Undo {
     },
 }
 
+impl std::fmt::Display for Undo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Undo::RemoveNetwork(name) => write!(f, "remove network `{name}`"),
+            Undo::RemoveVolume(name) => write!(f, "remove volume `{name}`"),
+            Undo::StartContainer(name) => write!(f, "start container `{name}`"),
+            Undo::StopContainer(name) => write!(f, "stop container `{name}`"),
+            Undo::Rename { from, to } => write!(f, "rename container `{from}` back to `{to}`"),
+            Undo::RemoveContainer(name) => write!(f, "remove container `{name}`"),
+            Undo::RestoreProxy { name, previous } => {
+                let paths: Vec<&str> = previous.iter().map(|p| p.path.as_str()).collect();
+                write!(
+                    f,
+                    "put the previous {} back in `{name}` and reload",
+                    paths.join(", ")
+                )
+            }
+        }
+    }
+}
+
+/// Why an undo step failed, typed so that recovery can tell "already gone" apart.
+enum UndoFailure {
+    Engine(EngineError),
+    Other(String),
+}
+
+impl UndoFailure {
+    fn message(self) -> String {
+        match self {
+            UndoFailure::Engine(e) => e.to_string(),
+            UndoFailure::Other(m) => m,
+        }
+    }
+}
+
 impl Undo {
-    async fn run(&self, engine: &Engine) -> Result<(), String> {
+    async fn exec(&self, engine: &Engine) -> Result<(), UndoFailure> {
         let result = match self {
             Undo::RemoveNetwork(name) => engine.remove_network(name).await,
             Undo::RemoveVolume(name) => engine.remove_volume(name).await,
@@ -187,7 +384,7 @@ impl Undo {
             Undo::RestoreProxy { name, previous } => {
                 proxy::restore(engine, name, previous)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| UndoFailure::Other(e.to_string()))?;
                 // The old workers still carry requests to the color being switched away from,
                 // which the next undo steps stop: let them finish first, as after a switch.
                 // Not cancellable: an interrupted rollback is worse than a slow one.
@@ -201,16 +398,37 @@ impl Undo {
                 return Ok(());
             }
         };
-        result.map_err(|e| e.to_string())
+        result.map_err(UndoFailure::Engine)
+    }
+
+    async fn run(&self, engine: &Engine) -> Result<(), String> {
+        self.exec(engine).await.map_err(UndoFailure::message)
+    }
+
+    /// Crash recovery: the step may or may not have happened, so an object that is not there
+    /// counts as undone (`Ok(false)`). Everything else is as [`Undo::run`]: a container stopped
+    /// twice, a running one started again or the previous proxy files written again are no-ops.
+    pub(crate) async fn run_after_crash(&self, engine: &Engine) -> Result<bool, String> {
+        match self.exec(engine).await {
+            Ok(()) => Ok(true),
+            Err(UndoFailure::Engine(e))
+                if e.is_not_found() && !matches!(self, Undo::StartContainer(_)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.message()),
+        }
     }
 }
 
 /// Steps after which there is no going back.
 fn is_final(action: &Action) -> bool {
-    matches!(
-        action,
-        Action::RemoveContainer { .. } | Action::RemoveNetwork { .. }
-    )
+    StepRef::of(action).is_final()
+}
+
+/// The index of the first final step: once it starts, the release is committed.
+pub fn commit_point(plan: &Plan) -> Option<usize> {
+    plan.steps.iter().position(|s| is_final(&s.action))
 }
 
 /// Runs one reversible step; returns its inverse, if it has one.
@@ -359,19 +577,53 @@ async fn drain(
 }
 
 /// Runs the undo stack in reverse; returns the errors of the undo steps that failed.
-async fn roll_back(engine: &Engine, undo: Vec<Undo>) -> Vec<String> {
+async fn roll_back(engine: &Engine, journal: Option<&Journal>, undo: Vec<Undo>) -> Vec<String> {
+    if let Some(j) = journal {
+        // Recovery undoes the same steps again if this rollback is itself interrupted; the
+        // mark only tells it (and a person reading the journal) that it was under way.
+        if let Err(e) = j.rolling_back() {
+            tracing::warn!(error = %e, "cannot mark the journal as rolling back");
+        }
+    }
     let mut errors = Vec::new();
     for step in undo.into_iter().rev() {
-        let span = tracing::info_span!("undo", step = ?step);
+        let span = tracing::info_span!("undo", step = %step);
         match step.run(engine).instrument(span).await {
-            Ok(()) => tracing::info!(undo = ?step, "undone"),
+            Ok(()) => tracing::info!(undo = %step, "undone"),
             Err(e) => {
-                tracing::warn!(undo = ?step, error = %e, "undo failed");
+                tracing::warn!(undo = %step, error = %e, "undo failed");
                 errors.push(e);
             }
         }
     }
     errors
+}
+
+/// Records in the journal that step `index` is about to run. A switch also records the proxy
+/// files it is about to replace: if the process dies during the switch, recovery puts them back.
+async fn record_started(
+    engine: &Engine,
+    journal: Option<&Journal>,
+    index: usize,
+    action: &Action,
+) -> Result<(), String> {
+    let Some(journal) = journal else {
+        return Ok(());
+    };
+    let previous = match action {
+        Action::ConfigureProxy { name, files } => {
+            let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+            Some(
+                proxy::read_files(engine, name, &paths)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        _ => None,
+    };
+    journal
+        .started(index, previous.as_deref())
+        .map_err(|e| format!("cannot record the step in the journal: {e}"))
 }
 
 /// Executes `plan.steps` in order against `engine`.
@@ -380,6 +632,14 @@ pub async fn apply(
     plan: &Plan,
     opts: &ApplyOptions,
 ) -> Result<ApplyReport, ApplyError> {
+    let journal = opts.journal.as_deref();
+    if let Some(j) = journal {
+        j.begin(plan, commit_point(plan))
+            .map_err(|source| ApplyError::Journal {
+                release: plan.release.clone(),
+                source,
+            })?;
+    }
     let mut undo: Vec<Undo> = Vec::new();
     let mut completed: Vec<StepReport> = Vec::new();
     let mut final_failures = Vec::new();
@@ -393,7 +653,7 @@ pub async fn apply(
         committed |= is_final(action);
 
         if !committed && opts.cancel.is_cancelled() {
-            let undo_errors = roll_back(engine, std::mem::take(&mut undo)).await;
+            let undo_errors = roll_back(engine, journal, std::mem::take(&mut undo)).await;
             return Err(ApplyError::Cancelled {
                 index,
                 action: kind,
@@ -413,9 +673,31 @@ pub async fn apply(
         );
         let started = Instant::now();
         tracing::info!(parent: &span, reason = %step.reason, "step started");
-        let result = run_step(engine, plan, action, &opts.cancel)
-            .instrument(span.clone())
-            .await;
+        let result = match record_started(engine, journal, index, action).await {
+            Ok(()) => {
+                maybe_pause(&opts.pause_at, index, false).await;
+                run_step(engine, plan, action, &opts.cancel)
+                    .instrument(span.clone())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let result = match result {
+            Ok(effect) => {
+                maybe_pause(&opts.pause_at, index, true).await;
+                match journal.map(|j| j.done(index, &effect)).transpose() {
+                    Ok(_) => Ok(effect),
+                    Err(e) => {
+                        // The step happened: its undo must run with the others.
+                        undo.extend(inverse(action, effect));
+                        Err(format!(
+                            "cannot record the step as done in the journal: {e}"
+                        ))
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match result {
             Ok(effect) => {
@@ -440,7 +722,7 @@ pub async fn apply(
             }
             Err(reason) => {
                 tracing::warn!(parent: &span, duration_ms, error = %reason, "step failed; rolling back");
-                let undo_errors = roll_back(engine, std::mem::take(&mut undo)).await;
+                let undo_errors = roll_back(engine, journal, std::mem::take(&mut undo)).await;
                 // A gate interrupted by the token is a cancellation, not a failure of the release.
                 if opts.cancel.is_cancelled() {
                     return Err(ApplyError::Cancelled {

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod state_cmds;
 
+use crate::apply::PausePoint;
 use crate::daemon::{self, RunOptions};
 use crate::defaults;
 use crate::desired::ProcessEnv;
@@ -368,6 +369,9 @@ async fn apply(
     args: ApplyArgs,
 ) -> anyhow::Result<u8> {
     let origin = args.repo.origin(None)?;
+    // Test-only hook (see `PausePoint`); read before anything changes so a bad value changes
+    // nothing.
+    let pause_at = PausePoint::from_env().map_err(anyhow::Error::msg)?;
     // Before anything slow: a SIGTERM while waiting for the lock or planning still ends in a
     // clean exit that releases the lock.
     let cancel = daemon::shutdown_token();
@@ -398,9 +402,9 @@ async fn apply(
         retry: args.retry,
         lock_wait: args.deploy.lock_wait,
         cancel,
+        pause_at,
     };
-    let print_plan = |plan: &plan::Plan| print!("{}", plan::render_text(plan));
-    let deployed = crate::deploy::deploy(&ctx, &engine, request, &print_plan).await?;
+    let deployed = crate::deploy::deploy(&ctx, &engine, request, &state_cmds::Printed).await?;
     Ok(state_cmds::report_deployed(&deployed))
 }
 

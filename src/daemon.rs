@@ -257,8 +257,9 @@ async fn reconcile(cycle: &mut Cycle) -> Result<Outcome, ReconcileError> {
         retry: cycle.options.retry_failed,
         lock_wait: None,
         cancel: cycle.cancel.clone(),
+        pause_at: None,
     };
-    match deploy::deploy(&ctx, &cycle.engine, request, &|_| {}).await {
+    match deploy::deploy(&ctx, &cycle.engine, request, &deploy::Quiet).await {
         Ok(Deployed::InSync { revision }) => Ok(Outcome::InSync { revision }),
         Ok(Deployed::Applied { .. }) => Ok(Outcome::Applied { revision }),
         Ok(Deployed::RefusedFailed { revision, .. }) => Ok(Outcome::SkippedFailed { revision }),

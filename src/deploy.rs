@@ -11,15 +11,17 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport, StepReport};
+use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport, PausePoint, StepReport};
 use crate::desired::{DesiredRelease, EnvValue};
 use crate::engine::Engine;
 use crate::live::{ContainerState, LiveState};
 use crate::plan::{self, Plan};
 use crate::reconcile::{self, Loaded, ReconcileError, Trigger};
+use crate::recovery::{self, RecoveryOutcome, RecoveryReport};
 use crate::source::{Snapshot, SourceConfig, SourceError};
 use crate::state::current::{self, Current, ServiceImage, SourceRecord};
 use crate::state::history::{self, Entry, Failure, History, Kind, Outcome, StepTiming};
+use crate::state::journal::Journal;
 use crate::state::lock::{self, Holder, LockError};
 use crate::state::suspend::{self, Suspended};
 use crate::state::{self, audit, ReleaseDir, StateError};
@@ -45,6 +47,8 @@ pub struct Request {
     pub lock_wait: Option<Duration>,
     /// SIGTERM / Ctrl-C: the apply rolls back and the lock is released.
     pub cancel: CancellationToken,
+    /// Test-only pause point (see [`PausePoint`]); `None` in production.
+    pub pause_at: Option<PausePoint>,
 }
 
 #[derive(Debug)]
@@ -102,13 +106,25 @@ pub fn source_record(config: &SourceConfig, state_dir: &Path) -> Option<SourceRe
     })
 }
 
+/// What a deploy tells its caller while it runs. Every method has a do-nothing default.
+pub trait DeployEvents: Send + Sync {
+    /// The plan, just before it is applied.
+    fn planned(&self, _plan: &Plan) {}
+    /// A deploy that a crash interrupted was resolved (before this one planned).
+    fn recovered(&self, _report: &RecoveryReport) {}
+}
+
+/// For callers that only want the outcome.
+pub struct Quiet;
+impl DeployEvents for Quiet {}
+
 /// Runs one deploy through the lock, the failed-revision check, plan, apply and the records.
-/// `on_plan` sees the plan before it is applied (the CLI prints it).
+/// `events` hears what a person should see as it happens (the CLI prints it; the daemon logs).
 pub async fn deploy(
     ctx: &Context,
     engine: &Engine,
     req: Request,
-    on_plan: &(dyn Fn(&Plan) + Send + Sync),
+    events: &dyn DeployEvents,
 ) -> Result<Deployed, DeployError> {
     let desired = &req.loaded.desired;
     let release = desired.release.clone();
@@ -145,6 +161,16 @@ pub async fn deploy(
                 Some(format!("the holder was gone: {old}")),
             ),
         );
+    }
+
+    // A deploy a crash interrupted is resolved first, under the lock, before the engine is
+    // observed for planning.
+    if let Some(report) = recovery::recover(engine, &ctx.state_dir, &release)
+        .await
+        .map_err(ReconcileError::from)?
+    {
+        record_recovery(ctx, &dir, &report, &req.actor, &req.trigger.to_string());
+        events.recovered(&report);
     }
 
     let history = load_history(&dir)?;
@@ -228,16 +254,19 @@ pub async fn deploy(
         return Ok(Deployed::InSync { revision });
     }
 
-    on_plan(&plan);
+    events.planned(&plan);
     let (add, change, destroy) = plan::summary(&plan);
     info!(%release, %revision, add, change, destroy, kind = action_name(req.kind), "applying");
     let started_at = state::now();
     let t0 = Instant::now();
+    let journal = std::sync::Arc::new(Journal::new(dir.clone()));
     let result = apply::apply(
         engine,
         &plan,
         &ApplyOptions {
             cancel: req.cancel.clone(),
+            journal: Some(journal.clone()),
+            pause_at: req.pause_at,
         },
     )
     .await;
@@ -291,6 +320,7 @@ pub async fn deploy(
                 )
             });
             audit::record(&dir, audit_line(action_name(req.kind), "applied", detail));
+            finish_journal(&journal);
             drop(lock);
             Ok(Deployed::Applied {
                 plan: Box::new(plan),
@@ -313,6 +343,7 @@ pub async fn deploy(
                 &dir,
                 audit_line(action_name(req.kind), outcome.as_str(), detail),
             );
+            finish_journal(&journal);
             drop(lock);
             Err(ReconcileError::from(err).into())
         }
@@ -327,7 +358,7 @@ pub async fn rollback(
     release: &str,
     to: Option<&str>,
     mut req: RollbackRequest,
-    on_plan: &(dyn Fn(&Plan) + Send + Sync),
+    events: &dyn DeployEvents,
 ) -> Result<(Entry, Deployed), DeployError> {
     let dir = ReleaseDir::new(&ctx.state_dir, release);
     let history = History::load(&dir)?;
@@ -366,8 +397,9 @@ pub async fn rollback(
             retry: true,
             lock_wait: req.lock_wait,
             cancel: req.cancel,
+            pause_at: None,
         },
-        on_plan,
+        events,
     )
     .await?;
     Ok((target, deployed))
@@ -377,6 +409,87 @@ pub struct RollbackRequest {
     pub actor: String,
     pub lock_wait: Option<Duration>,
     pub cancel: CancellationToken,
+}
+
+/// The journal goes only once the outcome is on record: a crash before that leaves it for
+/// recovery, which then records what happened.
+fn finish_journal(journal: &Journal) {
+    if let Err(e) = journal.finish() {
+        warn!(error = %e, "cannot remove the deploy journal; the next deploy resolves it");
+    }
+}
+
+/// A resolved crash gets its own history entry (kind `recovery`) and audit line.
+fn record_recovery(
+    ctx: &Context,
+    dir: &ReleaseDir,
+    report: &RecoveryReport,
+    actor: &str,
+    trigger: &str,
+) {
+    let (outcome, audit_outcome) = match &report.outcome {
+        RecoveryOutcome::NothingStarted | RecoveryOutcome::RolledBack => {
+            (Outcome::RolledBack, "rolled_back")
+        }
+        RecoveryOutcome::Finished => (Outcome::Applied, "applied"),
+        // Not `Failed`: that would mark a revision as bad, and nothing says it was.
+        RecoveryOutcome::CorruptMovedAside { .. } => (Outcome::RolledBack, "journal_corrupt"),
+    };
+    let summary = report.summary();
+    warn!(%summary, "resolved an interrupted deploy");
+    let revision = report.revision.clone().unwrap_or_default();
+    let now = state::now();
+    let failure = (!report.errors.is_empty() || outcome != Outcome::Applied).then(|| Failure {
+        step: report.interrupted_at.as_ref().map(|s| StepTiming {
+            index: s.index,
+            action: s.action.clone(),
+            service: None,
+            target: s.target.clone(),
+            duration_ms: 0,
+        }),
+        reason: summary.clone(),
+        rollback_errors: report.errors.clone(),
+    });
+    let entry = match History::load(dir) {
+        Ok(history) => Entry {
+            id: history.next_id(&report.release),
+            kind: Kind::Recovery,
+            release: report.release.clone(),
+            revision: revision.clone(),
+            previous_revision: None,
+            spec_hash: String::new(),
+            trigger: trigger.to_string(),
+            actor: actor.to_string(),
+            started_at: report.started_at.clone().unwrap_or_else(|| now.clone()),
+            finished_at: now.clone(),
+            duration_ms: 0,
+            outcome,
+            services: Vec::new(),
+            steps: Vec::new(),
+            failure,
+            source: None,
+        },
+        Err(e) => {
+            warn!(error = %e, "cannot read history to record the recovery");
+            return;
+        }
+    };
+    if let Err(e) = history::append(dir, entry, ctx.history_limit) {
+        warn!(error = %e, "cannot record the recovery in history");
+    }
+    audit::record(
+        dir,
+        audit::Line {
+            time: now,
+            release: report.release.clone(),
+            actor: actor.to_string(),
+            trigger: trigger.to_string(),
+            action: "recovery".to_string(),
+            revision: report.revision.clone(),
+            outcome: audit_outcome.to_string(),
+            detail: Some(summary),
+        },
+    );
 }
 
 fn action_name(kind: Kind) -> &'static str {
@@ -506,6 +619,16 @@ fn failure_of(err: &ApplyError, secrets: &[String]) -> (Outcome, Vec<StepReport>
                 step: Some(step(*index, action, service, target)),
                 reason: "cancelled (SIGTERM or Ctrl-C); the release was undone".to_string(),
                 rollback_errors: undo_errors.iter().map(|e| scrub(e)).collect(),
+            },
+        ),
+        // Nothing started, and nothing says the revision is bad.
+        ApplyError::Journal { .. } => (
+            Outcome::RolledBack,
+            Vec::new(),
+            Failure {
+                step: None,
+                reason: scrub(&err.to_string()),
+                rollback_errors: Vec::new(),
             },
         ),
     }

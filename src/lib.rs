@@ -3,7 +3,8 @@
 //! The modules follow the reconcile pipeline: `source` gets a commit, `spec` loads and validates
 //! the release from its tree, `desired` resolves it on this host (secrets, env files) into the
 //! containers it wants, `live` observes what the engine runs, `plan` compares the two (pure),
-//! `apply` carries the plan out through `engine`, gated by `health`, and undoes it on failure.
+//! `apply` carries the plan out through `engine`, gated by `health`, and undoes it on failure;
+//! `recovery` resolves a deploy a crash interrupted, from its journal (`state::journal`).
 //! `cli` and `daemon` are the edges.
 
 pub mod apply;
@@ -19,6 +20,7 @@ pub mod live;
 pub mod plan;
 pub mod proxy;
 pub mod reconcile;
+pub mod recovery;
 pub mod secret;
 pub mod source;
 pub mod spec;

@@ -6,11 +6,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport};
+use crate::apply::ApplyError;
 use crate::desired::{self, DesiredRelease, HostEnv, RepoFiles};
 use crate::engine::{Engine, EngineError};
 use crate::live;
 use crate::plan::{self, Plan, PlanError};
+use crate::recovery::RecoveryError;
 use crate::source::{GitSource, LocalDir, SourceConfig, SourceError, SourceTree};
 use crate::spec::{self, LoadedSpec, SpecError, SpecErrors};
 
@@ -53,6 +54,8 @@ pub enum ReconcileError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Plan(#[from] PlanError),
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
     /// Boxed: the failure report is large and this error travels through every cycle.
     #[error(transparent)]
     Apply(Box<ApplyError>),
@@ -185,13 +188,4 @@ pub async fn observe(
         .as_ref()
         .map(|p| (p.container_name.as_str(), proxy_paths.as_slice()));
     Ok(live::observe(engine, &desired.release, &images, proxy).await?)
-}
-
-/// Carries the plan out (gated, undone on failure).
-pub async fn apply(
-    engine: &Engine,
-    plan: &Plan,
-    options: &ApplyOptions,
-) -> Result<ApplyReport, ReconcileError> {
-    Ok(apply::apply(engine, plan, options).await?)
 }

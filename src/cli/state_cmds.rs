@@ -278,16 +278,8 @@ pub(super) async fn rollback(
         lock_wait: args.lock_wait,
         cancel,
     };
-    let print_plan = |p: &plan::Plan| print!("{}", plan::render_text(p));
-    let (target, deployed) = deploy::rollback(
-        &ctx,
-        &engine,
-        &release,
-        args.to.as_deref(),
-        req,
-        &print_plan,
-    )
-    .await?;
+    let (target, deployed) =
+        deploy::rollback(&ctx, &engine, &release, args.to.as_deref(), req, &Printed).await?;
     let code = report_deployed(&deployed);
     println!(
         "Rolled back release {release} to revision {} (recorded as {}). Automatic sync is suspended; `reconciler resume` re-enables it.",
@@ -417,5 +409,17 @@ pub(super) async fn lock(state_dir: &Path, cmd: LockCommand) -> anyhow::Result<u
             println!("{text}");
             Ok(exit::OK)
         }
+    }
+}
+
+/// The CLI's view of a deploy in progress: the plan and any crash recovery, for a person.
+pub(super) struct Printed;
+
+impl crate::deploy::DeployEvents for Printed {
+    fn planned(&self, plan: &plan::Plan) {
+        print!("{}", plan::render_text(plan));
+    }
+    fn recovered(&self, report: &crate::recovery::RecoveryReport) {
+        eprintln!("recovery: {}", report.summary());
     }
 }

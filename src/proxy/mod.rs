@@ -8,7 +8,9 @@
 mod nginx;
 mod render;
 
-pub use nginx::{install, old_workers, reload, restore, seed, PreviousFile, ProxyFile, Reloaded};
+pub use nginx::{
+    install, old_workers, read_files, reload, restore, seed, PreviousFile, ProxyFile, Reloaded,
+};
 pub use render::{render_upstreams, serving_colors, UpstreamTarget};
 
 use crate::engine::EngineError;

@@ -291,15 +291,15 @@ async fn put_back(
     cause
 }
 
-/// The shared body of `install` and `restore`: read what is there, write the wanted content,
-/// test, reload; on any failure put everything back as it was.
-async fn replace(
+/// The current content of each of `paths` in the proxy container (`None`: no such file): what
+/// [`install`] will replace, so a caller can record it before the switch starts.
+pub async fn read_files(
     engine: &Engine,
     container: &str,
-    wanted: &[(String, Option<Vec<u8>>)],
+    paths: &[String],
 ) -> Result<Vec<PreviousFile>, ProxyError> {
-    let mut previous = Vec::with_capacity(wanted.len());
-    for (path, _) in wanted {
+    let mut previous = Vec::with_capacity(paths.len());
+    for path in paths {
         let content =
             engine
                 .read_file(container, path)
@@ -314,6 +314,18 @@ async fn replace(
             content,
         });
     }
+    Ok(previous)
+}
+
+/// The shared body of `install` and `restore`: read what is there, write the wanted content,
+/// test, reload; on any failure put everything back as it was.
+async fn replace(
+    engine: &Engine,
+    container: &str,
+    wanted: &[(String, Option<Vec<u8>>)],
+) -> Result<Vec<PreviousFile>, ProxyError> {
+    let paths: Vec<String> = wanted.iter().map(|(p, _)| p.clone()).collect();
+    let previous = read_files(engine, container, &paths).await?;
 
     for (i, (path, content)) in wanted.iter().enumerate() {
         if let Err(source) = put(engine, container, path, content.as_deref()).await {
@@ -326,7 +338,6 @@ async fn replace(
         }
     }
 
-    let paths: Vec<String> = wanted.iter().map(|(p, _)| p.clone()).collect();
     if let Err(cause) = config_test(engine, container, &paths).await {
         // nginx never loaded the rejected files: putting them back is all the undo needed.
         return Err(put_back(engine, container, &previous, cause).await);

@@ -31,6 +31,8 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub mod journal;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot {what} {}: {source}", path.display())]

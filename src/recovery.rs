@@ -1,0 +1,374 @@
+//! Crash recovery: at the start of a deploy (before observing and planning, under the deploy
+//! lock the caller holds), a journal left by a deploy that never finished is resolved.
+//!
+//! - Before the commit point (no final step started, or apply was already rolling back): the
+//!   completed steps and the one in flight are undone in reverse, with the executor's own
+//!   mapping (`apply::undo_of`). The step in flight may or may not have happened, so each undo
+//!   is safe either way: an object that is not there counts as undone, the proxy's previous
+//!   files (recorded before the switch began) are simply written again.
+//! - Past the commit point: every gate had passed, so the remaining final steps (removals of
+//!   the old colors, renamed-aside containers and networks) are run.
+//! - A torn or corrupt journal is moved aside (`journal.json.corrupt-<time>`) and reported;
+//!   the planner then repairs from the container labels, as it does for any leftover.
+//!
+//! The journal is removed afterwards, whatever the undo steps said: their failures are in the
+//! [`RecoveryReport`], and the plan that follows starts from what the engine shows.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::apply::{self, StepRef};
+use crate::engine::{Engine, EngineError};
+use crate::state::journal::{self, JournalFile, FORMAT};
+use crate::state::{ReleaseDir, StateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("release `{release}`: crash recovery cannot read or clear its journal: {source}")]
+    State {
+        release: String,
+        #[source]
+        source: StateError,
+    },
+
+    #[error("release `{release}`: {} says reconciler process {pid} is deploying it right now; nothing was changed (fix: wait for it to finish, or stop it and run again)", journal.display())]
+    InProgress {
+        release: String,
+        journal: PathBuf,
+        pid: u32,
+    },
+}
+
+/// What was found and what was done: for logs, and for history and audit once recorded.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub release: String,
+    pub journal: PathBuf,
+    /// The interrupted deploy (absent when the journal could not be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The last step with a record: where the process stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted_at: Option<InterruptedAt>,
+    pub outcome: RecoveryOutcome,
+    /// What recovery did to the host, in order.
+    pub actions: Vec<String>,
+    /// Undo or finishing steps that failed; the plan that follows repairs from the labels.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InterruptedAt {
+    /// 0-based, as in the journal and `diff --output json`.
+    pub index: usize,
+    pub action: String,
+    pub target: String,
+    /// Whether its `done` record was written.
+    pub done: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RecoveryOutcome {
+    /// No step had started: nothing on the host had changed.
+    NothingStarted,
+    /// Crash before the commit point: the release was undone; the host runs what it ran before.
+    RolledBack,
+    /// Crash after the commit point: the final steps were run; the host runs the new release.
+    Finished,
+    /// The journal could not be used; it was moved aside.
+    CorruptMovedAside { moved_to: PathBuf, reason: String },
+}
+
+impl RecoveryReport {
+    /// One line for a person.
+    pub fn summary(&self) -> String {
+        let what = match &self.outcome {
+            RecoveryOutcome::NothingStarted => "no step had started; nothing to undo".to_string(),
+            RecoveryOutcome::RolledBack => format!(
+                "rolled back to the release that ran before ({} action(s))",
+                self.actions.len()
+            ),
+            RecoveryOutcome::Finished => format!(
+                "finished the release past its commit point ({} action(s))",
+                self.actions.len()
+            ),
+            RecoveryOutcome::CorruptMovedAside { moved_to, reason } => format!(
+                "the journal is not usable ({reason}); moved aside to {}, planning from the container labels",
+                moved_to.display()
+            ),
+        };
+        let revision = self
+            .revision
+            .as_deref()
+            .map(|r| format!(" of revision {r}"))
+            .unwrap_or_default();
+        let at = self
+            .interrupted_at
+            .as_ref()
+            .map(|s| {
+                format!(
+                    " at step {} ({} {}, {})",
+                    s.index + 1,
+                    s.action,
+                    s.target,
+                    if s.done { "done" } else { "in flight" }
+                )
+            })
+            .unwrap_or_default();
+        let errors = if self.errors.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} step(s) failed: {}",
+                self.errors.len(),
+                self.errors.join("; ")
+            )
+        };
+        format!(
+            "release {}: the deploy{revision} was interrupted{at}: {what}{errors}",
+            self.release
+        )
+    }
+}
+
+/// Resolves the journal of `release` under `state_dir`, if there is one. `Ok(None)`: no
+/// interrupted deploy. Call it at the start of every deploy, before observing the engine.
+pub async fn recover(
+    engine: &Engine,
+    state_dir: &Path,
+    release: &str,
+) -> Result<Option<RecoveryReport>, RecoveryError> {
+    let dir = ReleaseDir::new(state_dir, release);
+    let state_err = |source| RecoveryError::State {
+        release: release.to_string(),
+        source,
+    };
+    for stale in journal::remove_stale_temp_files(&dir) {
+        tracing::info!(path = %stale.display(), "removed a journal temp file a crash left");
+    }
+    let path = dir.file(journal::JOURNAL_FILE);
+    let file = match journal::read(&dir) {
+        Ok(None) => return Ok(None),
+        Ok(Some(file)) => match check(&file, release) {
+            Ok(()) => file,
+            Err(reason) => return corrupt(&dir, release, path, reason).map_err(state_err),
+        },
+        Err(StateError::Corrupt { reason, .. }) => {
+            return corrupt(&dir, release, path, reason).map_err(state_err)
+        }
+        Err(e) => return Err(state_err(e)),
+    };
+    if file.pid != std::process::id() && process_is_reconciler(file.pid) {
+        return Err(RecoveryError::InProgress {
+            release: release.to_string(),
+            journal: path,
+            pid: file.pid,
+        });
+    }
+
+    let mut report = RecoveryReport {
+        release: release.to_string(),
+        journal: path.clone(),
+        revision: Some(file.revision.clone()),
+        started_at: Some(file.started_at.clone()),
+        pid: Some(file.pid),
+        interrupted_at: file
+            .steps
+            .iter()
+            .rev()
+            .find(|s| s.started_at.is_some())
+            .map(|s| InterruptedAt {
+                index: s.index,
+                action: s.action.clone(),
+                target: s.target.clone(),
+                done: s.done_at.is_some(),
+            }),
+        outcome: RecoveryOutcome::NothingStarted,
+        actions: Vec::new(),
+        errors: Vec::new(),
+    };
+    tracing::warn!(
+        release,
+        revision = %file.revision,
+        pid = file.pid,
+        started_at = %file.started_at,
+        "found the journal of a deploy that did not finish; recovering"
+    );
+
+    let committed = !file.rolling_back
+        && file
+            .commit_point
+            .is_some_and(|c| file.steps.iter().skip(c).any(|s| s.started_at.is_some()));
+    if committed {
+        report.outcome = RecoveryOutcome::Finished;
+        finish(engine, &file, &mut report).await;
+    } else if report.interrupted_at.is_some() {
+        report.outcome = RecoveryOutcome::RolledBack;
+        undo(engine, &file, &mut report).await;
+    }
+
+    journal::remove(&path).map_err(state_err)?;
+    if report.errors.is_empty() {
+        tracing::warn!(release, summary = %report.summary(), "recovered");
+    } else {
+        tracing::error!(release, summary = %report.summary(), "recovered with errors");
+    }
+    Ok(Some(report))
+}
+
+/// A journal that parses but cannot be trusted is as bad as a torn one.
+fn check(file: &JournalFile, release: &str) -> Result<(), String> {
+    if file.format != FORMAT {
+        return Err(format!(
+            "format {} (this reconciler reads {FORMAT})",
+            file.format
+        ));
+    }
+    if file.release != release {
+        return Err(format!(
+            "it names release `{}`, not `{release}`",
+            file.release
+        ));
+    }
+    if let Some(bad) = file.steps.iter().enumerate().find(|(i, s)| s.index != *i) {
+        return Err(format!(
+            "step {} is recorded as index {}",
+            bad.0, bad.1.index
+        ));
+    }
+    if file.commit_point.is_some_and(|c| c >= file.steps.len()) {
+        return Err("the commit point is outside the plan".to_string());
+    }
+    // Steps run in order: a started step after one that never started is impossible.
+    let started: Vec<bool> = file.steps.iter().map(|s| s.started_at.is_some()).collect();
+    if started.windows(2).any(|w| !w[0] && w[1]) {
+        return Err("a step started before the one ahead of it".to_string());
+    }
+    Ok(())
+}
+
+fn corrupt(
+    dir: &ReleaseDir,
+    release: &str,
+    path: PathBuf,
+    reason: String,
+) -> Result<Option<RecoveryReport>, StateError> {
+    let moved_to = journal::move_aside(dir)?;
+    tracing::error!(
+        release,
+        journal = %path.display(),
+        moved_to = %moved_to.display(),
+        %reason,
+        "the deploy journal is torn or corrupt; moved aside, planning from the container labels"
+    );
+    Ok(Some(RecoveryReport {
+        release: release.to_string(),
+        journal: path,
+        revision: None,
+        started_at: None,
+        pid: None,
+        interrupted_at: None,
+        outcome: RecoveryOutcome::CorruptMovedAside { moved_to, reason },
+        actions: Vec::new(),
+        errors: Vec::new(),
+    }))
+}
+
+/// Undoes every started step (done or in flight) in reverse.
+async fn undo(engine: &Engine, file: &JournalFile, report: &mut RecoveryReport) {
+    let mut stack = Vec::new();
+    for step in file.steps.iter().filter(|s| s.started_at.is_some()) {
+        match step.effect_for_undo() {
+            Ok(effect) => stack.extend(apply::undo_of(&step.step, effect)),
+            Err(e) => report.errors.push(format!(
+                "step {} ({} {}): cannot undo: {e}",
+                step.index + 1,
+                step.action,
+                step.target
+            )),
+        }
+    }
+    for u in stack.into_iter().rev() {
+        match u.run_after_crash(engine).await {
+            Ok(true) => {
+                tracing::info!(undo = %u, "recovery: undone");
+                report.actions.push(format!("undone: {u}"));
+            }
+            Ok(false) => {
+                tracing::info!(undo = %u, "recovery: nothing to undo (the step had not happened)");
+                report.actions.push(format!("already undone: {u}"));
+            }
+            Err(e) => {
+                tracing::warn!(undo = %u, error = %e, "recovery: undo failed");
+                report.errors.push(format!("{u}: {e}"));
+            }
+        }
+    }
+}
+
+/// Runs the final steps that had not finished. Each is safe to run twice.
+async fn finish(engine: &Engine, file: &JournalFile, report: &mut RecoveryReport) {
+    let Some(commit) = file.commit_point else {
+        return;
+    };
+    for step in file
+        .steps
+        .iter()
+        .skip(commit)
+        .filter(|s| s.done_at.is_none())
+    {
+        let result = match &step.step {
+            StepRef::RemoveContainer { name } => remove_container(engine, name).await,
+            StepRef::RemoveNetwork { name } => gone_is_fine(engine.remove_network(name).await),
+            // Only removals come after the commit point.
+            _ => Ok(false),
+        };
+        let what = format!("step {} ({} {})", step.index + 1, step.action, step.target);
+        match result {
+            Ok(true) => {
+                tracing::info!(step = %what, "recovery: finished");
+                report.actions.push(format!("finished: {what}"));
+            }
+            Ok(false) => report.actions.push(format!("already done: {what}")),
+            Err(e) => {
+                tracing::warn!(step = %what, error = %e, "recovery: final step failed");
+                report.errors.push(format!("{what}: {e}"));
+            }
+        }
+    }
+}
+
+async fn remove_container(engine: &Engine, name: &str) -> Result<bool, EngineError> {
+    // As apply does: one restarted behind our back gets its grace period.
+    if !gone_is_fine(engine.stop_container_gracefully(name).await.map(drop))? {
+        return Ok(false);
+    }
+    gone_is_fine(engine.remove_container(name, false).await)
+}
+
+/// `Ok(true)`: done now; `Ok(false)`: the object was already gone.
+fn gone_is_fine(result: Result<(), EngineError>) -> Result<bool, EngineError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `pid` is a live reconciler process (Linux: /proc). Guards against undoing a deploy
+/// that is still running when no deploy lock is held; a pid reused by another program does
+/// not count.
+fn process_is_reconciler(pid: u32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    // A zombie (killed, not yet reaped) has an empty command line: it deploys nothing.
+    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(argv0).contains("reconciler")
+}
