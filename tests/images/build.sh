@@ -404,9 +404,11 @@ main() {
         flock 9
     fi
 
+    local start=$SECONDS
     for name in "${wanted[@]}"; do
         timed "$name" "build_$name"
     done
+    log "all of ${wanted[*]}: $((SECONDS - start)) s"
 }
 
 main "$@"
