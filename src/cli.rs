@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::apply::{ApplyOptions, PausePoint};
+use crate::apply::{ApplyError, ApplyOptions, PausePoint};
 use crate::daemon::{self, RunOptions};
 use crate::defaults;
 use crate::desired::ProcessEnv;
@@ -185,9 +185,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             print_error(&e);
-            let failed_release = e
-                .downcast_ref::<ReconcileError>()
-                .is_some_and(|r| matches!(r, ReconcileError::Apply(_)));
+            // A journal that cannot be started means nothing was changed: exit 2, not 1.
+            let failed_release = e.downcast_ref::<ReconcileError>().is_some_and(|r| {
+                matches!(r, ReconcileError::Apply(a) if !matches!(**a, ApplyError::Journal { .. }))
+            });
             ExitCode::from(if failed_release {
                 exit::CHANGES_OR_FAILED
             } else {
@@ -270,8 +271,11 @@ async fn prepare(
         if let Some(report) =
             reconcile::recover(&engine, state_dir, &loaded.desired.release).await?
         {
-            // The lead records this in history and audit; a person sees it here.
+            // A person sees it here (and history and audit record it, once they exist).
             eprintln!("recovery: {}", report.summary());
+            for action in &report.actions {
+                eprintln!("recovery:   {action}");
+            }
         }
     }
     let plan = reconcile::plan(&engine, &loaded.desired).await?;

@@ -370,5 +370,68 @@ fn process_is_reconciler(pid: u32) -> bool {
     };
     // A zombie (killed, not yet reaped) has an empty command line: it deploys nothing.
     let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    String::from_utf8_lossy(argv0).contains("reconciler")
+    let argv0 = String::from_utf8_lossy(argv0);
+    let name = argv0.rsplit('/').next().unwrap_or_default();
+    name.starts_with("reconciler")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::journal::JournalStep;
+
+    fn file() -> JournalFile {
+        let step = |index: usize, started: bool| JournalStep {
+            index,
+            action: "create".to_string(),
+            service: Some("web".to_string()),
+            target: format!("shop-web-{index}"),
+            step: StepRef::CreateContainer {
+                name: format!("shop-web-{index}"),
+            },
+            started_at: started.then(|| "2026-12-01T12:00:00.000Z".to_string()),
+            done_at: None,
+            effect: None,
+            previous_files: None,
+        };
+        JournalFile {
+            format: FORMAT,
+            release: "shop".to_string(),
+            revision: "abc".to_string(),
+            started_at: "2026-12-01T12:00:00.000Z".to_string(),
+            pid: 1,
+            commit_point: Some(1),
+            rolling_back: false,
+            steps: vec![step(0, true), step(1, false)],
+        }
+    }
+
+    #[test]
+    fn a_journal_that_parses_but_cannot_be_trusted_is_refused() {
+        assert_eq!(check(&file(), "shop"), Ok(()));
+        assert!(check(&file(), "other").unwrap_err().contains("`shop`"));
+        let mut f = file();
+        f.format = 2;
+        assert!(check(&f, "shop").unwrap_err().contains("format 2"));
+        let mut f = file();
+        f.commit_point = Some(2);
+        assert!(check(&f, "shop").is_err());
+        let mut f = file();
+        f.steps[1].index = 5;
+        assert!(check(&f, "shop").is_err());
+        let mut f = file();
+        f.steps[0].started_at = None;
+        f.steps[1].started_at = Some("2026-12-01T12:00:01.000Z".to_string());
+        assert!(check(&f, "shop").unwrap_err().contains("started before"));
+    }
+
+    #[test]
+    fn a_live_reconciler_process_counts_and_a_dead_pid_does_not() {
+        // This test binary is `reconciler-<hash>`: a live reconciler process.
+        if cfg!(target_os = "linux") {
+            assert!(process_is_reconciler(std::process::id()));
+        }
+        // Pids are below 2^22 on Linux: no such process.
+        assert!(!process_is_reconciler(u32::MAX - 1));
+    }
 }

@@ -243,9 +243,21 @@ impl Host {
     }
 }
 
+/// The journal the killed apply left, checked against its published schema.
 fn read_journal(path: &Path) -> serde_json::Value {
     let text = fs::read_to_string(path).expect("the journal of the killed apply");
-    serde_json::from_str(&text).expect("the journal parses")
+    // No container config: the spec's environment (`MODE: bluegreen`) is not in it.
+    assert!(!text.contains("MODE"), "{text}");
+    let journal: serde_json::Value = serde_json::from_str(&text).expect("the journal parses");
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../schemas/journal.schema.json")).expect("schema");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(&journal)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{journal:#}");
+    journal
 }
 
 #[test]
@@ -311,6 +323,11 @@ fn sigkill_at_every_step_of_a_blue_green_release_recovers_with_zero_failed_reque
         let step = &journal["steps"][index];
         assert!(step["started_at"].is_string(), "{what}: {step}");
         assert!(step["done_at"].is_null(), "{what}: {step}");
+        if index == switch {
+            // Recorded before the switch began, so a crash during it can put them back.
+            let previous = step["previous_files"].to_string();
+            assert!(previous.contains("upstreams.conf"), "{what}: {step}");
+        }
         if torn {
             let bytes = fs::read(host.journal_path()).expect("journal");
             fs::write(host.journal_path(), &bytes[..bytes.len() / 2]).expect("tear the journal");
