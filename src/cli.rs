@@ -16,6 +16,7 @@ use crate::desired::ProcessEnv;
 use crate::engine::Engine;
 use crate::plan;
 use crate::reconcile::{self, Origin, ReconcileError};
+use crate::recovery;
 use crate::source::SourceConfig;
 use crate::spec;
 
@@ -277,6 +278,9 @@ async fn prepare(
                 eprintln!("recovery:   {action}");
             }
         }
+    } else if let Some(note) = recovery::pending(state_dir, &loaded.desired.release) {
+        // diff changes nothing, recovery included; it says what the next apply will do first.
+        eprintln!("note: {note}");
     }
     let plan = reconcile::plan(&engine, &loaded.desired).await?;
     Ok(Ok((engine, loaded, plan)))

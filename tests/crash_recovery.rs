@@ -212,6 +212,7 @@ impl Host {
         torn: bool,
         round: usize,
         what: &str,
+        check_diff_note: bool,
     ) -> (serde_json::Value, String) {
         let mut paused = self.apply_paused(index, when, round);
         let mut child = paused.0.take().expect("child");
@@ -222,6 +223,22 @@ impl Host {
         let step = &journal["steps"][index];
         assert!(step["started_at"].is_string(), "{what}: {step}");
         assert!(step["done_at"].is_null(), "{what}: {step}");
+        if check_diff_note {
+            // diff changes nothing, but says that the next apply resolves the journal first.
+            let out = self
+                .reconciler(&["diff"])
+                .output()
+                .expect("reconciler diff runs");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("in progress or was interrupted"),
+                "{what}: {}",
+                show(&out)
+            );
+            assert!(
+                self.journal_path().exists(),
+                "{what}: diff resolved the journal"
+            );
+        }
         if torn {
             let bytes = fs::read(self.journal_path()).expect("journal");
             fs::write(self.journal_path(), &bytes[..bytes.len() / 2]).expect("tear the journal");
@@ -402,7 +419,7 @@ fn sigkill_at_every_step_of_a_blue_green_release_recovers_with_zero_failed_reque
         }
         assert_eq!(host.step_kinds(), kinds, "{what}: the plan changed shape");
 
-        let (journal, _) = host.kill_and_recover(index, when, torn, round, &what);
+        let (journal, _) = host.kill_and_recover(index, when, torn, round, &what, false);
         if index == switch {
             // Recorded before the switch began, so a crash during it can put them back.
             let previous = journal["steps"][index]["previous_files"].to_string();
@@ -464,7 +481,7 @@ fn sigkill_at_every_step_of_a_recreate_release_puts_the_old_container_back_or_fi
                 host.commit(version);
             }
             assert_eq!(host.step_kinds(), kinds, "{what}: the plan changed shape");
-            let (_, stderr) = host.kill_and_recover(index, when, false, round, &what);
+            let (_, stderr) = host.kill_and_recover(index, when, false, round, &what, true);
             if (rename..remove).contains(&index) {
                 // The renamed-aside container was renamed back (or had not moved yet).
                 assert!(stderr.contains("rename container"), "{what}: {stderr}");
