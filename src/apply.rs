@@ -64,7 +64,15 @@ impl PausePoint {
         let Some(value) = std::env::var_os(PAUSE_AT_ENV) else {
             return Ok(None);
         };
-        let value = value.to_string_lossy();
+        PausePoint::parse(
+            &value.to_string_lossy(),
+            std::env::var_os(PAUSE_MARKER_ENV).map(PathBuf::from),
+        )
+        .map(Some)
+    }
+
+    /// `<step index>:<before|after>`.
+    pub fn parse(value: &str, marker: Option<PathBuf>) -> Result<PausePoint, String> {
         let bad = || format!("{PAUSE_AT_ENV}={value:?}: expected <step index>:<before|after>");
         let (index, when) = value.split_once(':').ok_or_else(bad)?;
         let index = index.trim().parse().map_err(|_| bad())?;
@@ -73,11 +81,11 @@ impl PausePoint {
             "after" => true,
             _ => return Err(bad()),
         };
-        Ok(Some(PausePoint {
+        Ok(PausePoint {
             index,
             after,
-            marker: std::env::var_os(PAUSE_MARKER_ENV).map(PathBuf::from),
-        }))
+            marker,
+        })
     }
 }
 
@@ -755,4 +763,53 @@ pub async fn apply(
         steps: completed,
         final_failures,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pause_point_parses_index_and_side_and_rejects_anything_else() {
+        assert_eq!(
+            PausePoint::parse("3:after", None),
+            Ok(PausePoint {
+                index: 3,
+                after: true,
+                marker: None
+            })
+        );
+        assert!(!PausePoint::parse("0:before", None).unwrap().after);
+        for bad in ["", "3", "x:before", "3:during", "-1:after"] {
+            let err = PausePoint::parse(bad, None).unwrap_err();
+            assert!(err.contains(PAUSE_AT_ENV), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_commit_point_is_the_first_removal() {
+        let step = |action| crate::plan::Step {
+            action,
+            reason: String::new(),
+        };
+        let mut plan = Plan {
+            release: "shop".to_string(),
+            revision: "r".to_string(),
+            changes: Vec::new(),
+            steps: vec![step(Action::StartContainer {
+                service: "web".to_string(),
+                name: "shop-web".to_string(),
+            })],
+            notes: Vec::new(),
+        };
+        assert_eq!(commit_point(&plan), None);
+        plan.steps.push(step(Action::RemoveContainer {
+            service: "web".to_string(),
+            name: "shop-web-old".to_string(),
+        }));
+        plan.steps.push(step(Action::RemoveNetwork {
+            name: "shop-old".to_string(),
+        }));
+        assert_eq!(commit_point(&plan), Some(1));
+    }
 }

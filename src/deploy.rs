@@ -84,7 +84,7 @@ pub enum DeployError {
 impl DeployError {
     /// The release was tried and failed (exit 1), as opposed to not started (exit 2).
     pub fn is_failed_release(&self) -> bool {
-        matches!(self, DeployError::Reconcile(ReconcileError::Apply(_)))
+        matches!(self, DeployError::Reconcile(r) if r.is_failed_release())
     }
 }
 

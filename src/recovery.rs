@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::apply::{self, StepRef};
+use crate::apply::{self, StepRef, Undo};
 use crate::engine::{Engine, EngineError};
-use crate::state::journal::{self, JournalFile, FORMAT};
+use crate::state::journal::{self, JournalFile, JournalStep, FORMAT};
 use crate::state::{ReleaseDir, StateError};
 
 #[derive(Debug, thiserror::Error)]
@@ -201,16 +201,17 @@ pub async fn recover(
         "found the journal of a deploy that did not finish; recovering"
     );
 
-    let committed = !file.rolling_back
-        && file
-            .commit_point
-            .is_some_and(|c| file.steps.iter().skip(c).any(|s| s.started_at.is_some()));
-    if committed {
-        report.outcome = RecoveryOutcome::Finished;
-        finish(engine, &file, &mut report).await;
-    } else if report.interrupted_at.is_some() {
-        report.outcome = RecoveryOutcome::RolledBack;
-        undo(engine, &file, &mut report).await;
+    match resolution(&file) {
+        Resolution::NothingStarted => {}
+        Resolution::Finish(steps) => {
+            report.outcome = RecoveryOutcome::Finished;
+            finish(engine, &steps, &mut report).await;
+        }
+        Resolution::Undo { stack, errors } => {
+            report.outcome = RecoveryOutcome::RolledBack;
+            report.errors.extend(errors);
+            undo(engine, stack, &mut report).await;
+        }
     }
 
     journal::remove(&path).map_err(state_err)?;
@@ -220,6 +221,34 @@ pub async fn recover(
         tracing::error!(release, summary = %report.summary(), "recovered with errors");
     }
     Ok(Some(report))
+}
+
+/// A sentence about a deploy of `release` that is in progress or was interrupted, if its
+/// journal is there (for `diff`, which changes nothing): what the next deploy resolves first.
+pub fn pending(state_dir: &Path, release: &str) -> Option<String> {
+    let dir = ReleaseDir::new(state_dir, release);
+    let path = dir.file(journal::JOURNAL_FILE);
+    match journal::read(&dir) {
+        Ok(None) => None,
+        Ok(Some(file)) => {
+            let at = file
+                .steps
+                .iter()
+                .rev()
+                .find(|s| s.started_at.is_some())
+                .map(|s| format!(" at step {} ({} {})", s.index + 1, s.action, s.target))
+                .unwrap_or_default();
+            Some(format!(
+                "a deploy of revision {} by pid {} is in progress or was interrupted{at} ({}); the next apply resolves it before planning, so the plan below may change",
+                file.revision,
+                file.pid,
+                path.display()
+            ))
+        }
+        Err(e) => Some(format!(
+            "{e}; the next apply moves it aside and plans from the container labels"
+        )),
+    }
 }
 
 /// A journal that parses but cannot be trusted is as bad as a torn one.
@@ -280,13 +309,43 @@ fn corrupt(
     }))
 }
 
-/// Undoes every started step (done or in flight) in reverse.
-async fn undo(engine: &Engine, file: &JournalFile, report: &mut RecoveryReport) {
+/// What recovery must do with a journal: decided from the journal alone (pure).
+#[derive(Debug)]
+enum Resolution<'a> {
+    NothingStarted,
+    /// Past the commit point: the final steps not done, in order.
+    Finish(Vec<&'a JournalStep>),
+    /// Before it: the undo of every started step, in the order they ran (run in reverse);
+    /// `errors`: steps that cannot be undone from what the journal holds.
+    Undo {
+        stack: Vec<Undo>,
+        errors: Vec<String>,
+    },
+}
+
+fn resolution(file: &JournalFile) -> Resolution<'_> {
+    let started = |s: &&JournalStep| s.started_at.is_some();
+    if !file.steps.iter().any(|s| s.started_at.is_some()) {
+        return Resolution::NothingStarted;
+    }
+    // Apply rolls back only before the commit point, so `rolling_back` means: undo.
+    if let Some(c) = file.commit_point.filter(|_| !file.rolling_back) {
+        if file.steps.iter().skip(c).any(|s| s.started_at.is_some()) {
+            return Resolution::Finish(
+                file.steps
+                    .iter()
+                    .skip(c)
+                    .filter(|s| s.done_at.is_none())
+                    .collect(),
+            );
+        }
+    }
     let mut stack = Vec::new();
-    for step in file.steps.iter().filter(|s| s.started_at.is_some()) {
+    let mut errors = Vec::new();
+    for step in file.steps.iter().filter(started) {
         match step.effect_for_undo() {
             Ok(effect) => stack.extend(apply::undo_of(&step.step, effect)),
-            Err(e) => report.errors.push(format!(
+            Err(e) => errors.push(format!(
                 "step {} ({} {}): cannot undo: {e}",
                 step.index + 1,
                 step.action,
@@ -294,6 +353,11 @@ async fn undo(engine: &Engine, file: &JournalFile, report: &mut RecoveryReport) 
             )),
         }
     }
+    Resolution::Undo { stack, errors }
+}
+
+/// Runs the undo steps in reverse, each tolerating that its step never happened.
+async fn undo(engine: &Engine, stack: Vec<Undo>, report: &mut RecoveryReport) {
     for u in stack.into_iter().rev() {
         match u.run_after_crash(engine).await {
             Ok(true) => {
@@ -313,16 +377,8 @@ async fn undo(engine: &Engine, file: &JournalFile, report: &mut RecoveryReport) 
 }
 
 /// Runs the final steps that had not finished. Each is safe to run twice.
-async fn finish(engine: &Engine, file: &JournalFile, report: &mut RecoveryReport) {
-    let Some(commit) = file.commit_point else {
-        return;
-    };
-    for step in file
-        .steps
-        .iter()
-        .skip(commit)
-        .filter(|s| s.done_at.is_none())
-    {
+async fn finish(engine: &Engine, steps: &[&JournalStep], report: &mut RecoveryReport) {
+    for step in steps {
         let result = match &step.step {
             StepRef::RemoveContainer { name } => remove_container(engine, name).await,
             StepRef::RemoveNetwork { name } => gone_is_fine(engine.remove_network(name).await),
@@ -370,5 +426,176 @@ fn process_is_reconciler(pid: u32) -> bool {
     };
     // A zombie (killed, not yet reaped) has an empty command line: it deploys nothing.
     let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    String::from_utf8_lossy(argv0).contains("reconciler")
+    let argv0 = String::from_utf8_lossy(argv0);
+    let name = argv0.rsplit('/').next().unwrap_or_default();
+    name.starts_with("reconciler")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::journal::RecordedEffect;
+
+    fn file() -> JournalFile {
+        let step = |index: usize, started: bool| JournalStep {
+            index,
+            action: "create".to_string(),
+            service: Some("web".to_string()),
+            target: format!("shop-web-{index}"),
+            step: StepRef::CreateContainer {
+                name: format!("shop-web-{index}"),
+            },
+            started_at: started.then(|| "2026-12-01T12:00:00.000Z".to_string()),
+            done_at: None,
+            effect: None,
+            previous_files: None,
+        };
+        JournalFile {
+            format: FORMAT,
+            release: "shop".to_string(),
+            revision: "abc".to_string(),
+            started_at: "2026-12-01T12:00:00.000Z".to_string(),
+            pid: 1,
+            commit_point: Some(1),
+            rolling_back: false,
+            steps: vec![step(0, true), step(1, false)],
+        }
+    }
+
+    #[test]
+    fn a_journal_that_parses_but_cannot_be_trusted_is_refused() {
+        assert_eq!(check(&file(), "shop"), Ok(()));
+        assert!(check(&file(), "other").unwrap_err().contains("`shop`"));
+        let mut f = file();
+        f.format = 2;
+        assert!(check(&f, "shop").unwrap_err().contains("format 2"));
+        let mut f = file();
+        f.commit_point = Some(2);
+        assert!(check(&f, "shop").is_err());
+        let mut f = file();
+        f.steps[1].index = 5;
+        assert!(check(&f, "shop").is_err());
+        let mut f = file();
+        f.steps[0].started_at = None;
+        f.steps[1].started_at = Some("2026-12-01T12:00:01.000Z".to_string());
+        assert!(check(&f, "shop").unwrap_err().contains("started before"));
+    }
+
+    /// A recreate release: stop, rename aside, create, start, gate, remove the old one.
+    fn recreate(started: usize, done: usize) -> JournalFile {
+        let refs = [
+            (
+                "stop",
+                StepRef::StopContainer {
+                    name: "shop-web".to_string(),
+                },
+            ),
+            (
+                "rename",
+                StepRef::RenameContainer {
+                    from: "shop-web".to_string(),
+                    to: "shop-web-old".to_string(),
+                },
+            ),
+            (
+                "create",
+                StepRef::CreateContainer {
+                    name: "shop-web".to_string(),
+                },
+            ),
+            (
+                "start",
+                StepRef::StartContainer {
+                    name: "shop-web".to_string(),
+                },
+            ),
+            ("gate", StepRef::NothingToUndo),
+            (
+                "remove",
+                StepRef::RemoveContainer {
+                    name: "shop-web-old".to_string(),
+                },
+            ),
+        ];
+        let mut f = file();
+        f.commit_point = Some(5);
+        f.steps = refs
+            .into_iter()
+            .enumerate()
+            .map(|(index, (action, step))| JournalStep {
+                index,
+                action: action.to_string(),
+                service: Some("web".to_string()),
+                target: String::new(),
+                effect: (index < done).then_some(match step {
+                    StepRef::StopContainer { .. } => {
+                        RecordedEffect::WasRunning { was_running: true }
+                    }
+                    _ => RecordedEffect::Done,
+                }),
+                step,
+                started_at: (index < started).then(|| "t".to_string()),
+                done_at: (index < done).then(|| "t".to_string()),
+                previous_files: None,
+            })
+            .collect();
+        f
+    }
+
+    fn undo_lines(f: &JournalFile) -> Vec<String> {
+        match resolution(f) {
+            Resolution::Undo { stack, errors } => {
+                assert!(errors.is_empty(), "{errors:?}");
+                stack.iter().rev().map(|u| u.to_string()).collect()
+            }
+            other => panic!("expected an undo, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn before_the_commit_point_the_done_steps_and_the_one_in_flight_are_undone_in_reverse() {
+        assert!(matches!(
+            resolution(&recreate(0, 0)),
+            Resolution::NothingStarted
+        ));
+        // Killed while creating the new container: it may exist; the old one goes back.
+        assert_eq!(
+            undo_lines(&recreate(3, 2)),
+            [
+                "remove container `shop-web`",
+                "rename container `shop-web-old` back to `shop-web`",
+                "start container `shop-web`",
+            ]
+        );
+        // Killed while stopping: start it again (a no-op if the stop never happened).
+        assert_eq!(undo_lines(&recreate(1, 0)), ["start container `shop-web`"]);
+        // Apply was rolling back when it died: everything started is undone again.
+        let mut f = recreate(5, 5);
+        f.rolling_back = true;
+        assert_eq!(undo_lines(&f).len(), 4);
+    }
+
+    #[test]
+    fn past_the_commit_point_the_final_steps_not_done_are_finished() {
+        // The removal ran, or not, but its `done` was never written: run it (idempotently).
+        match resolution(&recreate(6, 5)) {
+            Resolution::Finish(steps) => {
+                assert_eq!(steps.len(), 1);
+                assert_eq!(steps[0].action, "remove");
+            }
+            other => panic!("expected finish, got {other:?}"),
+        }
+        // Every step done, only the journal's removal missing: nothing left to run.
+        assert!(matches!(resolution(&recreate(6, 6)), Resolution::Finish(s) if s.is_empty()));
+    }
+
+    #[test]
+    fn a_live_reconciler_process_counts_and_a_dead_pid_does_not() {
+        // This test binary is `reconciler-<hash>`: a live reconciler process.
+        if cfg!(target_os = "linux") {
+            assert!(process_is_reconciler(std::process::id()));
+        }
+        // Pids are below 2^22 on Linux: no such process.
+        assert!(!process_is_reconciler(u32::MAX - 1));
+    }
 }

@@ -8,6 +8,9 @@
 //!
 //! One nginx and one load for the whole sequence; each kill point deploys the other version
 //! (v1 -> v2, then v2 -> v1, ...), whose plan has the same steps (checked every round).
+//!
+//! A second test does the same for a recreate service (stop, move aside, create, start, gate,
+//! remove), whose undo puts the stopped, renamed-aside container back.
 
 mod common;
 
@@ -39,7 +42,8 @@ http {
 const PAUSE_DEADLINE: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_millis(50);
 
-fn spec(release: &str, port: u16, version: &str) -> String {
+/// A blue-green service behind nginx, published on 127.0.0.1:port.
+fn blue_green_spec(release: &str, port: u16, version: &str) -> String {
     format!(
         r#"version: 1
 release: {release}
@@ -64,6 +68,21 @@ services:
     )
 }
 
+/// A recreate service, published on 127.0.0.1:port.
+fn recreate_spec(release: &str, port: u16, version: &str) -> String {
+    format!(
+        r#"version: 1
+release: {release}
+services:
+  web:
+    image: reconciler-test/app:{version}
+    ports: ["127.0.0.1:{port}:8000"]
+    stop_grace_period: 2s
+    health: {{ http: {{ port: 8000, path: /health }}, interval: 250ms, deadline: 10s }}
+"#
+    )
+}
+
 /// Kills the paused apply if the test panics before it does.
 struct Paused(Option<Child>);
 
@@ -82,9 +101,21 @@ struct Host {
     state: tempfile::TempDir,
     logs: tempfile::TempDir,
     port: u16,
+    spec: fn(&str, u16, &str) -> String,
 }
 
 impl Host {
+    fn new(test: &str, spec: fn(&str, u16, &str) -> String) -> Host {
+        Host {
+            release: TestRelease::new(test),
+            repo: TestRepo::new(),
+            state: tempfile::tempdir().expect("state dir"),
+            logs: tempfile::tempdir().expect("log dir"),
+            port: free_port(),
+            spec,
+        }
+    }
+
     fn reconciler(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_reconciler"));
         cmd.args(args)
@@ -100,7 +131,7 @@ impl Host {
     fn commit(&self, version: &str) {
         self.repo.write(
             "release.yaml",
-            &spec(&self.release.name, self.port, version),
+            &(self.spec)(&self.release.name, self.port, version),
         );
         self.repo.commit(version);
     }
@@ -168,6 +199,86 @@ impl Host {
             thread::sleep(POLL);
         }
         paused
+    }
+
+    /// Starts `apply` paused at `index:when`, SIGKILLs it there, checks the journal it left
+    /// (tearing it in half when `torn`), runs `apply` again and checks that it recovered as
+    /// the journal says it must. Returns the journal as the killed apply left it and the
+    /// second apply's stderr.
+    fn kill_and_recover(
+        &self,
+        index: usize,
+        when: &str,
+        torn: bool,
+        round: usize,
+        what: &str,
+        check_diff_note: bool,
+    ) -> (serde_json::Value, String) {
+        let mut paused = self.apply_paused(index, when, round);
+        let mut child = paused.0.take().expect("child");
+        child.kill().expect("SIGKILL the paused apply");
+        child.wait().expect("reap the killed apply");
+
+        let journal = read_journal(&self.journal_path());
+        let step = &journal["steps"][index];
+        assert!(step["started_at"].is_string(), "{what}: {step}");
+        assert!(step["done_at"].is_null(), "{what}: {step}");
+        if check_diff_note {
+            // diff changes nothing, but says that the next apply resolves the journal first.
+            let out = self
+                .reconciler(&["diff"])
+                .output()
+                .expect("reconciler diff runs");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("in progress or was interrupted"),
+                "{what}: {}",
+                show(&out)
+            );
+            assert!(
+                self.journal_path().exists(),
+                "{what}: diff resolved the journal"
+            );
+        }
+        if torn {
+            let bytes = fs::read(self.journal_path()).expect("journal");
+            fs::write(self.journal_path(), &bytes[..bytes.len() / 2]).expect("tear the journal");
+        }
+
+        let out = self.apply();
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", show(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let recovery = stderr
+            .lines()
+            .find(|l| l.starts_with("recovery: "))
+            .unwrap_or_else(|| panic!("{what}: no recovery reported: {}", show(&out)));
+        eprintln!("{what}: {recovery}");
+        let expected = if torn {
+            "moved aside"
+        } else if journal["commit_point"]
+            .as_u64()
+            .is_some_and(|c| c <= index as u64)
+        {
+            "finished the release"
+        } else {
+            "rolled back"
+        };
+        assert!(recovery.contains(expected), "{what}: {recovery}");
+        if torn {
+            let aside = fs::read_dir(self.journal_path().parent().expect("dir"))
+                .expect("state dir")
+                .filter_map(Result::ok)
+                .any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("journal.json.corrupt-")
+                });
+            assert!(aside, "{what}: the torn journal was not kept aside");
+        }
+        assert!(
+            !self.journal_path().exists(),
+            "{what}: the journal is still there"
+        );
+        (journal, stderr)
     }
 
     /// Every container of the release: (name, image, running).
@@ -243,21 +354,27 @@ impl Host {
     }
 }
 
+/// The journal the killed apply left, checked against its published schema.
 fn read_journal(path: &Path) -> serde_json::Value {
     let text = fs::read_to_string(path).expect("the journal of the killed apply");
-    serde_json::from_str(&text).expect("the journal parses")
+    // No container config: the spec's environment (`MODE: bluegreen`) is not in it.
+    assert!(!text.contains("MODE"), "{text}");
+    let journal: serde_json::Value = serde_json::from_str(&text).expect("the journal parses");
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../schemas/journal.schema.json")).expect("schema");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(&journal)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{journal:#}");
+    journal
 }
 
 #[test]
 fn sigkill_at_every_step_of_a_blue_green_release_recovers_with_zero_failed_requests() {
     ensure_images(&["app", "nginx"]);
-    let host = Host {
-        release: TestRelease::new("crash"),
-        repo: TestRepo::new(),
-        state: tempfile::tempdir().expect("state dir"),
-        logs: tempfile::tempdir().expect("log dir"),
-        port: free_port(),
-    };
+    let host = Host::new("crash-bg", blue_green_spec);
     host.repo.write("nginx.conf", NGINX_CONF);
     host.commit("v1");
     let out = host.apply();
@@ -302,49 +419,11 @@ fn sigkill_at_every_step_of_a_blue_green_release_recovers_with_zero_failed_reque
         }
         assert_eq!(host.step_kinds(), kinds, "{what}: the plan changed shape");
 
-        let mut paused = host.apply_paused(index, when, round);
-        let mut child = paused.0.take().expect("child");
-        child.kill().expect("SIGKILL the paused apply");
-        child.wait().expect("reap the killed apply");
-
-        let journal = read_journal(&host.journal_path());
-        let step = &journal["steps"][index];
-        assert!(step["started_at"].is_string(), "{what}: {step}");
-        assert!(step["done_at"].is_null(), "{what}: {step}");
-        if torn {
-            let bytes = fs::read(host.journal_path()).expect("journal");
-            fs::write(host.journal_path(), &bytes[..bytes.len() / 2]).expect("tear the journal");
-        }
-
-        let out = host.apply();
-        assert_eq!(out.status.code(), Some(0), "{what}: {}", show(&out));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let recovery = stderr
-            .lines()
-            .find(|l| l.starts_with("recovery: "))
-            .unwrap_or_else(|| panic!("{what}: no recovery reported: {}", show(&out)));
-        eprintln!("{what}: {recovery}");
-        let expected = if torn {
-            "moved aside"
-        } else if journal["commit_point"]
-            .as_u64()
-            .is_some_and(|c| c <= index as u64)
-        {
-            "finished the release"
-        } else {
-            "rolled back"
-        };
-        assert!(recovery.contains(expected), "{what}: {recovery}");
-        if torn {
-            let aside = fs::read_dir(host.journal_path().parent().expect("dir"))
-                .expect("state dir")
-                .filter_map(Result::ok)
-                .any(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .starts_with("journal.json.corrupt-")
-                });
-            assert!(aside, "{what}: the torn journal was not kept aside");
+        let (journal, _) = host.kill_and_recover(index, when, torn, round, &what, false);
+        if index == switch {
+            // Recorded before the switch began, so a crash during it can put them back.
+            let previous = journal["steps"][index]["previous_files"].to_string();
+            assert!(previous.contains("upstreams.conf"), "{what}: {journal}");
         }
         host.check_converged(version, &what);
         let progress = load.progress();
@@ -372,4 +451,51 @@ fn sigkill_at_every_step_of_a_blue_green_release_recovers_with_zero_failed_reque
             && report.by_body.keys().any(|b| b.ends_with("v2")),
         "both versions served: {report:?}"
     );
+}
+
+#[test]
+fn sigkill_at_every_step_of_a_recreate_release_puts_the_old_container_back_or_finishes() {
+    ensure_images(&["app"]);
+    let host = Host::new("crash-rc", recreate_spec);
+    host.commit("v1");
+    let out = host.apply();
+    assert_eq!(out.status.code(), Some(0), "v1: {}", show(&out));
+
+    host.commit("v2");
+    let kinds = host.step_kinds();
+    eprintln!("recreate v1 -> v2 steps: {kinds:?}");
+    let rename = kinds.iter().position(|k| k == "rename").expect("rename");
+    let remove = kinds.iter().position(|k| k == "remove").expect("remove");
+    assert!(kinds.contains(&"stop".to_string()), "{kinds:?}");
+
+    let name = host.release.obj("web");
+    let mut version = "v2";
+    let mut round = 0;
+    for index in 0..kinds.len() {
+        for when in ["before", "after"] {
+            let what = format!(
+                "recreate round {round}: kill {when} step {index} ({}) deploying {version}",
+                kinds[index]
+            );
+            if round > 0 {
+                host.commit(version);
+            }
+            assert_eq!(host.step_kinds(), kinds, "{what}: the plan changed shape");
+            let (_, stderr) = host.kill_and_recover(index, when, false, round, &what, true);
+            if (rename..remove).contains(&index) {
+                // The renamed-aside container was renamed back (or had not moved yet).
+                assert!(stderr.contains("rename container"), "{what}: {stderr}");
+            }
+            // One container, under the service's name, running the new version.
+            let containers = host.containers();
+            assert_eq!(
+                containers,
+                vec![(name.clone(), format!("reconciler-test/app:{version}"), true)],
+                "{what}"
+            );
+            round += 1;
+            version = if version == "v2" { "v1" } else { "v2" };
+        }
+    }
+    eprintln!("recreate: {round} kill points recovered");
 }

@@ -421,5 +421,8 @@ impl crate::deploy::DeployEvents for Printed {
     }
     fn recovered(&self, report: &crate::recovery::RecoveryReport) {
         eprintln!("recovery: {}", report.summary());
+        for action in &report.actions {
+            eprintln!("recovery:   {action}");
+        }
     }
 }

@@ -561,6 +561,36 @@ mod tests {
         assert_eq!(remove_stale_temp_files(&dir).len(), 1);
     }
 
+    #[test]
+    fn the_journal_matches_its_published_schema_at_every_stage() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../schemas/journal.schema.json")).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ReleaseDir::new(tmp.path(), "shop");
+        let journal = Journal::new(dir.clone());
+        let check = || {
+            let value: serde_json::Value = read_json(&dir.file(JOURNAL_FILE)).unwrap().unwrap();
+            let errors: Vec<String> = validator
+                .iter_errors(&value)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{errors:?}\n{value:#}");
+        };
+        journal.begin(&plan(), Some(2)).unwrap();
+        check();
+        journal.started(0, None).unwrap();
+        journal.done(0, &Effect::WasRunning(true)).unwrap();
+        journal.started(1, Some(&previous())).unwrap();
+        check();
+        journal
+            .done(1, &Effect::ProxyFilesReplaced(previous()))
+            .unwrap();
+        journal.started(2, None).unwrap();
+        journal.rolling_back().unwrap();
+        check();
+    }
+
     /// The cost of one journal record on the deploy path (printed; run with
     /// `cargo test --lib state::journal -- --ignored --nocapture`, see bench/journal_write.sh).
     #[test]
