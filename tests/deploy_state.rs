@@ -681,4 +681,89 @@ fn a_torn_current_json_is_reported_and_the_labels_are_used() {
     let repaired = host.json("current.json");
     validate("current.schema.json", &repaired);
     assert_eq!(repaired["revision"], rev1.as_str());
+
+    // suspend / resume by hand: recorded, shown, audited.
+    let out = host.run(&["suspend", "--message", "incident 42"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let st = host.status_json(&[]);
+    assert_eq!(st["suspended"]["reason"], "suspend");
+    assert_eq!(st["suspended"]["message"], "incident 42");
+    assert_eq!(st["suspended"]["by"], "alice");
+    let out = host.run(&["resume"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(host.status_json(&[])["suspended"].is_null());
+    let actions: Vec<String> = host
+        .audit()
+        .iter()
+        .map(|l| {
+            validate("audit-line.schema.json", l);
+            format!(
+                "{}:{}",
+                l["action"].as_str().unwrap(),
+                l["outcome"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(actions, ["apply:applied", "suspend:ok", "resume:ok"]);
+}
+
+/// The schemas are not vacuous: what the library writes passes, and a file with a wrong
+/// outcome, a missing field or a stray field does not.
+#[test]
+fn schemas_accept_what_is_written_and_reject_what_is_not() {
+    use reconciler::state::history::{Entry, Failure, History, Kind, Outcome, StepTiming};
+    let entry = Entry {
+        id: "shop-3".into(),
+        kind: Kind::Deploy,
+        release: "shop".into(),
+        revision: "a".repeat(40),
+        previous_revision: Some("b".repeat(40)),
+        spec_hash: "c".repeat(64),
+        trigger: "webhook".into(),
+        actor: "github:octo".into(),
+        started_at: reconciler::state::now(),
+        finished_at: reconciler::state::now(),
+        duration_ms: 1200,
+        outcome: Outcome::Failed,
+        services: vec![],
+        steps: vec![],
+        failure: Some(Failure {
+            step: Some(StepTiming {
+                index: 3,
+                action: "gate".into(),
+                service: Some("web".into()),
+                target: "shop-web-green".into(),
+                duration_ms: 5000,
+            }),
+            reason: "health check failed".into(),
+            rollback_errors: vec![],
+        }),
+        source: None,
+    };
+    let good = serde_json::to_value(History {
+        entries: vec![entry],
+    })
+    .unwrap();
+    validate("history.schema.json", &good);
+
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/history.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let mut wrong_outcome = good.clone();
+    wrong_outcome["entries"][0]["outcome"] = "partially".into();
+    let mut missing = good.clone();
+    missing["entries"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("actor");
+    let mut stray = good.clone();
+    stray["entries"][0]["password"] = "x".into();
+    for bad in [wrong_outcome, missing, stray] {
+        assert!(!validator.is_valid(&bad), "accepted: {bad:#}");
+    }
 }
