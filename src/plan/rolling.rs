@@ -21,7 +21,7 @@ use crate::live::{LiveContainer, LiveState};
 use crate::proxy::{render_upstreams, ProxyFile, Servers, SlotTarget};
 
 use super::build::{compare, field, other_color, retire_unless_serving, Builder, COLORS};
-use super::{Action, Change, ChangeAction};
+use super::{Action, Change, ChangeAction, FieldChange};
 
 /// What a rolling service looks like after its steps.
 pub(super) struct RollingOutcome {
@@ -32,6 +32,11 @@ pub(super) struct RollingOutcome {
     /// Containers still serving that the final switch retires (removed after the drain).
     pub retired: Vec<String>,
 }
+
+/// Why a replica is replaced (`compare`'s answer), if it is.
+type Decision = Option<(ChangeAction, String, Vec<FieldChange>)>;
+/// A wanted slot, its serving container if any, and whether it is replaced.
+type SlotPlan<'a> = (u32, Option<&'a LiveContainer>, Decision);
 
 /// The engine name of slot `slot` in `color`.
 pub fn slot_container(service_container: &str, slot: u32, color: &str) -> String {
@@ -179,11 +184,7 @@ pub(super) fn plan_rolling(
     let replicas = svc.replicas.max(1);
 
     // Per wanted slot: keep the serving container, or replace it (with the reason).
-    let mut plans: Vec<(
-        u32,
-        Option<&LiveContainer>,
-        Option<(ChangeAction, String, _)>,
-    )> = Vec::new();
+    let mut plans: Vec<SlotPlan> = Vec::new();
     for slot in 1..=replicas {
         let current = serving.get(&slot).copied();
         let decision = match current {
@@ -202,11 +203,7 @@ pub(super) fn plan_rolling(
         .filter(|c| !serving.values().any(|s| s.name == c.name))
         .collect();
 
-    let changed: Vec<&(
-        u32,
-        Option<&LiveContainer>,
-        Option<(ChangeAction, String, _)>,
-    )> = plans.iter().filter(|(_, _, d)| d.is_some()).collect();
+    let changed: Vec<&SlotPlan> = plans.iter().filter(|(_, _, d)| d.is_some()).collect();
     let describe = |slots: &[(u32, String)]| {
         slots
             .iter()
