@@ -224,11 +224,11 @@ async fn run_cycles(mut cycle: Cycle, pending: &Pending) {
         debug!(parent: &span, "cycle started");
         let result = reconcile(&mut cycle).instrument(span.clone()).await;
         let elapsed = started.elapsed();
-        let _entered = span.enter();
-        let next = match result {
+        let entered = span.enter();
+        let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let (result, next) = match result {
             Ok(outcome) => {
                 delays = backoff();
-                let elapsed_ms = elapsed.as_millis() as u64;
                 match &outcome {
                     Outcome::InSync { revision } => debug!(%revision, elapsed_ms, "in sync"),
                     Outcome::Applied { revision } => info!(%revision, elapsed_ms, "applied"),
@@ -242,19 +242,22 @@ async fn run_cycles(mut cycle: Cycle, pending: &Pending) {
                     Outcome::Applied { .. } => CycleResult::Applied,
                     Outcome::InSync { .. } | Outcome::SkippedFailed { .. } => CycleResult::Noop,
                 };
-                cycle.metrics.cycle(result, elapsed);
-                Next::RequeueAfter(cycle.options.interval)
+                (result, Next::RequeueAfter(cycle.options.interval))
             }
             Err(e) => {
                 let result = match &e {
                     ReconcileError::Apply(a) if a.rolled_back() => CycleResult::RolledBack,
                     _ => CycleResult::Failed,
                 };
-                cycle.metrics.cycle(result, elapsed);
-                error_policy(&e, &mut delays, cycle.options.interval)
+                (
+                    result,
+                    error_policy(&e, &mut delays, cycle.options.interval),
+                )
             }
         };
-        drop(_entered);
+        cycle.metrics.cycle(result, elapsed);
+        debug!(result = result.as_str(), elapsed_ms, "cycle finished");
+        drop(entered);
         if cancel.is_cancelled() {
             break;
         }
