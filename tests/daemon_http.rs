@@ -70,9 +70,13 @@ fn daemon_with_secret(repo: &TestRepo, listen: u16, extra: &[&str]) -> Daemon {
     daemon
 }
 
-/// Sum of every `reconciler_reconcile_total` series: cycles finished so far.
+/// Sum of every `reconciler_reconcile_total` series: cycles finished so far (0 while the
+/// endpoint is not up yet).
 fn cycles(port: u16) -> f64 {
-    let text = get(port, "/metrics").expect("metrics answer").body;
+    let Some(reply) = get(port, "/metrics") else {
+        return 0.0;
+    };
+    let text = reply.body;
     ["applied", "noop", "failed", "rolled_back"]
         .iter()
         .filter_map(|r| {
@@ -298,4 +302,84 @@ fn listen_on_a_taken_port_fails_the_start() {
         "{}",
         daemon.log()
     );
+}
+
+#[test]
+fn an_apply_logs_at_info_and_a_no_op_cycle_only_at_debug() {
+    ensure_images(&["app"]);
+    let release = TestRelease::new("log-levels");
+    let app_port = free_port();
+    let repo = TestRepo::new();
+    repo.write(
+        "release.yaml",
+        &spec(&release.name, "reconciler-test/app:v1", app_port, ""),
+    );
+    let revision = repo.commit("v1");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = repo.url();
+    let daemon = Daemon::start_with_env(
+        &[
+            "--repo",
+            &url,
+            "--interval",
+            "1h",
+            "--listen",
+            &listen,
+            "--webhook-secret-env",
+            "WEBHOOK_SECRET",
+            "--log-format",
+            "json",
+        ],
+        &[("WEBHOOK_SECRET", SECRET), ("RECONCILER_LOG", "info")],
+    );
+    wait_cycles(port, 1.0, Duration::from_secs(60));
+    let first = daemon.log();
+    let in_cycle = |l: &serde_json::Value| {
+        l["spans"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["name"] == "reconcile"))
+    };
+    // The apply: info lines inside the cycle's span, which names trigger, reason and revision;
+    // each step in a span of its own.
+    let lines = json_lines(&first);
+    let applied = lines
+        .iter()
+        .find(|l| message(l) == "applied")
+        .unwrap_or_else(|| panic!("no `applied` line:\n{first}"));
+    assert_eq!(applied["level"], "INFO");
+    assert_eq!(applied["span"]["trigger"], "poll");
+    assert_eq!(applied["span"]["reason"], "startup");
+    assert_eq!(applied["span"]["revision"], revision.as_str());
+    assert!(
+        lines
+            .iter()
+            .any(|l| message(l) == "step done" && l["span"]["name"] == "step" && in_cycle(l)),
+        "{first}"
+    );
+
+    // A no-op cycle: nothing inside its span at info.
+    let sig = openssl_signature(SECRET, b"");
+    let r = http(
+        port,
+        "POST",
+        "/webhook",
+        &[("X-Reconciler-Signature-256", &sig)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 202);
+    wait_cycles(port, 2.0, Duration::from_secs(30));
+    let text = get(port, "/metrics").unwrap().body;
+    assert_eq!(
+        metric(&text, r#"reconciler_reconcile_total{result="noop"}"#),
+        Some(1.0)
+    );
+    let log = daemon.log();
+    let later: Vec<_> = json_lines(&log[first.len()..])
+        .into_iter()
+        .filter(|l| in_cycle(l))
+        .collect();
+    assert!(later.is_empty(), "a no-op cycle logged at info: {later:?}");
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
 }
