@@ -383,3 +383,44 @@ fn an_apply_logs_at_info_and_a_no_op_cycle_only_at_debug() {
     assert!(later.is_empty(), "a no-op cycle logged at info: {later:?}");
     assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
 }
+
+#[test]
+fn a_request_whose_body_never_arrives_times_out_with_408() {
+    use std::io::{Read, Write};
+    let repo = TestRepo::new();
+    repo.write(
+        "release.yaml",
+        "version: 1\nrelease: slowbody\nservices:\n  a: { image: 'x:1' }\n",
+    );
+    repo.commit("x");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = repo.url();
+    let daemon = Daemon::start_with_env(
+        &[
+            "--repo",
+            &url,
+            "--listen",
+            &listen,
+            "--webhook-secret-env",
+            "WEBHOOK_SECRET",
+            "--docker-host",
+            "unix:///nonexistent/docker.sock",
+        ],
+        &[("WEBHOOK_SECRET", SECRET)],
+    );
+    wait_status(port, "/healthz", 200, Duration::from_secs(20));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    // Announces 100 bytes, sends 10, then nothing.
+    write!(
+        s,
+        "POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789"
+    )
+    .expect("write");
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert_eq!(daemon.terminate(Duration::from_secs(10)), 0);
+}
