@@ -424,3 +424,73 @@ fn a_request_whose_body_never_arrives_times_out_with_408() {
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     assert_eq!(daemon.terminate(Duration::from_secs(10)), 0);
 }
+
+#[test]
+fn bad_daemon_flags_exit_2_with_the_fix_before_anything_runs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = TestRepo::new();
+    repo.write(
+        "release.yaml",
+        "version: 1\nrelease: flags\nservices:\n  a: { image: 'x:1' }\n",
+    );
+    repo.commit("x");
+    let empty = dir.path().join("empty.secret");
+    std::fs::write(&empty, "\n").expect("write");
+    let not_a_repo = dir.path().display().to_string();
+    let url = repo.url();
+    let empty = empty.display().to_string();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--repo", &url, "--listen", "nonsense"],
+            "is not ADDR:PORT",
+        ),
+        (
+            &["--repo", "https://git.example/ops.git", "--watch"],
+            "--watch needs a repository on this machine",
+        ),
+        (
+            &["--repo", &not_a_repo, "--watch"],
+            "is not a git repository",
+        ),
+        (
+            &["--repo", &url, "--webhook-secret-file", &empty],
+            "the webhook secret is empty",
+        ),
+        (
+            &[
+                "--repo",
+                &url,
+                "--webhook-secret-env",
+                "RECONCILER_TEST_UNSET_VAR",
+            ],
+            "RECONCILER_TEST_UNSET_VAR: the variable is not set",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_reconciler"))
+            .arg("run")
+            .args(args)
+            .args(
+                ["--listen", "off"]
+                    .iter()
+                    .filter(|_| !args.contains(&"--listen")),
+            )
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .env_remove("RECONCILER_TEST_UNSET_VAR")
+            .output()
+            .expect("reconciler runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            common::show(&out)
+        );
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(
+            err.contains("fix") || err.contains("e.g."),
+            "{args:?} names no fix: {err}"
+        );
+    }
+}
