@@ -19,8 +19,11 @@ use crate::engine::Engine;
 use crate::plan;
 use crate::reconcile::{self, Origin, ReconcileError};
 use crate::recovery;
+use crate::secret::Secret;
 use crate::source::SourceConfig;
 use crate::spec;
+use crate::watch;
+use crate::webhook::WebhookConfig;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -29,6 +32,7 @@ Examples:
   reconciler diff --local ./shop-ops --output json
   reconciler apply --repo /srv/git/shop-ops.git
   reconciler run --repo /srv/git/shop-ops.git --interval 30s
+  reconciler run --repo /srv/git/shop-ops --watch --webhook-secret-file /etc/reconciler/webhook.secret
   reconciler status
   reconciler rollback --to 3f2a9c1";
 
@@ -86,8 +90,11 @@ pub enum Command {
   reconciler apply --repo /srv/git/shop-ops.git --ref main")]
     Apply(ApplyArgs),
     /// Keep converging: fetch every --interval, apply new revisions and repair drift.
-    #[command(after_help = "Example:
-  reconciler run --repo /srv/git/shop-ops.git --interval 30s")]
+    #[command(after_help = "Examples:
+  reconciler run --repo /srv/git/shop-ops.git --interval 30s
+  reconciler run --repo https://git.example/ops/shop.git --ref main \\
+      --webhook-secret-env RECONCILER_WEBHOOK_SECRET --listen 127.0.0.1:9100
+  reconciler run --repo /srv/git/shop-ops --watch --log-format json")]
     Run(RunArgs),
     /// Desired vs applied revision, per service the color, image, health and drift; the lock.
     #[command(after_help = "Examples:
@@ -218,6 +225,52 @@ pub struct RunArgs {
     /// How many deploys history.json keeps.
     #[arg(long, value_name = "N", default_value_t = defaults::HISTORY_LIMIT)]
     pub history_limit: usize,
+    /// The HTTP endpoint (/metrics, /healthz, /readyz, /webhook): `ADDR:PORT`, or `off`.
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_listen, default_value = defaults::LISTEN)]
+    pub listen: Listen,
+    /// File holding the webhook's HMAC secret (surrounding whitespace ignored); enables /webhook.
+    #[arg(long, value_name = "FILE", conflicts_with = "webhook_secret_env")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Environment variable holding the webhook's HMAC secret; enables /webhook.
+    #[arg(long, value_name = "VAR")]
+    pub webhook_secret_env: Option<String>,
+    /// Start a cycle as soon as a ref of the (local) repository moves, besides polling.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// `--listen`: an address, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<std::net::SocketAddr>);
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s == "off" {
+        return Ok(Listen(None));
+    }
+    s.parse()
+        .map(|a| Listen(Some(a)))
+        .map_err(|_| format!("`{s}` is not ADDR:PORT (e.g. 127.0.0.1:9100) or `off`"))
+}
+
+impl RunArgs {
+    /// The webhook secret, read once at start; `None` leaves the endpoint off.
+    fn webhook_secret(&self) -> anyhow::Result<Option<Secret>> {
+        let value = match (&self.webhook_secret_file, &self.webhook_secret_env) {
+            (Some(file), _) => std::fs::read_to_string(file).with_context(|| {
+                format!("cannot read the webhook secret file {}", file.display())
+            })?,
+            (None, Some(var)) => std::env::var(var).map_err(|_| {
+                anyhow::anyhow!("--webhook-secret-env {var}: the variable is not set (or not UTF-8); fix: export it, or use --webhook-secret-file")
+            })?,
+            (None, None) => return Ok(None),
+        };
+        let value = value.trim();
+        anyhow::ensure!(
+            !value.is_empty(),
+            "the webhook secret is empty; fix: put a long random string in it (openssl rand -hex 32)"
+        );
+        Ok(Some(Secret::new(value)))
+    }
 }
 
 /// Exit codes, shared by every command.
@@ -421,11 +474,22 @@ async fn run_loop(
     args: RunArgs,
 ) -> anyhow::Result<u8> {
     let origin = args.repo.origin(None)?;
+    let webhook = args.webhook_secret()?.map(|secret| WebhookConfig {
+        secret,
+        reference: args.repo.reference.clone(),
+    });
+    let watch = match (&origin, args.watch) {
+        (Origin::Git(config), true) => Some(watch::git_dir(&config.url)?),
+        _ => None,
+    };
     let options = RunOptions {
         interval: args.interval,
         retry_failed: args.retry,
         history_limit: args.history_limit,
+        listen: args.listen.0,
+        webhook,
+        watch,
     };
-    daemon::run(docker_host, origin, state_dir.to_path_buf(), options).await;
+    daemon::run(docker_host, origin, state_dir.to_path_buf(), options).await?;
     Ok(exit::OK)
 }

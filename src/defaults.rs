@@ -43,3 +43,15 @@ pub const LOCK_POLL: Duration = Duration::from_millis(100);
 pub const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(60);
 /// The actor the daemon records in history and the audit log.
 pub const DAEMON_ACTOR: &str = "daemon";
+
+/// `run --listen`: the HTTP endpoint (metrics, health, webhook); loopback only by default.
+pub const LISTEN: &str = "127.0.0.1:9100";
+/// Largest request body the endpoint reads (a GitHub push event is well below).
+pub const HTTP_BODY_LIMIT: usize = 1024 * 1024;
+/// A request taking longer is answered 408.
+pub const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// After SIGTERM, requests in flight get this long to finish.
+pub const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// `--watch`: quiet time after a ref change before the cycle starts (git writes a ref with a
+/// lock file and a rename: several events per commit).
+pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(100);

@@ -5,91 +5,13 @@ mod common;
 
 use common::free_port;
 
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::daemon::Daemon;
 
 use common::docker::{instant, mutating_events, TestRelease};
 use common::gitrepo::TestRepo;
 use common::images::ensure_images;
-
-/// A `reconciler run` child whose stderr goes to a file the test can poll.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn start(args: &[&str]) -> Daemon {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("run.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
-            .arg("run")
-            .args(args)
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .env("RECONCILER_LOG", "reconciler=debug")
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).expect("log file"))
-            .spawn()
-            .expect("reconciler run starts");
-        Daemon {
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Polls the log until `pred` holds, failing with the log after `deadline`.
-    fn wait_log(&self, what: &str, deadline: Duration, pred: impl Fn(&str) -> bool) {
-        let start = Instant::now();
-        while !pred(&self.log()) {
-            assert!(
-                start.elapsed() < deadline,
-                "timed out waiting for {what}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// SIGTERM, then the exit status within `deadline`.
-    fn terminate(mut self, deadline: Duration) -> i32 {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code().unwrap_or(-1);
-            }
-            if start.elapsed() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "run did not stop within {deadline:?} of SIGTERM; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn spec(release: &str, image: &str, port: u16, extra_env: &str) -> String {
     format!(

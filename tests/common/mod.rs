@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests. Each `tests/*.rs` does `mod common;`.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod docker;
 pub mod gitrepo;
 pub mod images;
