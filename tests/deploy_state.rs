@@ -571,10 +571,18 @@ fn rollback_from_the_cache_with_the_remote_gone_restores_v1_and_suspends_the_dae
 
     // Resumed: the daemon rolls forward to v2.
     let mut daemon = spawn_daemon(&host);
+    // v2 answers before its deploy is over (the gate is still running): wait for the record,
+    // or stopping the daemon would cancel the deploy and roll it back.
     wait_for(
-        "the daemon to roll forward to v2",
+        "the daemon to roll forward to v2 and record it",
         Duration::from_secs(90),
-        || host.version().as_deref() == Some("v2"),
+        || {
+            host.version().as_deref() == Some("v2")
+                && host
+                    .history()
+                    .last()
+                    .is_some_and(|e| e["actor"] == "daemon" && e["outcome"] == "applied")
+        },
     );
     daemon.stop();
     let last = host.history().last().cloned().unwrap();
