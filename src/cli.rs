@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::apply::{ApplyError, ApplyOptions, PausePoint};
+mod state_cmds;
+
+use crate::apply::PausePoint;
 use crate::daemon::{self, RunOptions};
 use crate::defaults;
 use crate::desired::ProcessEnv;
@@ -26,7 +28,9 @@ Examples:
   reconciler diff --repo https://git.example/ops/shop.git --ref main
   reconciler diff --local ./shop-ops --output json
   reconciler apply --repo /srv/git/shop-ops.git
-  reconciler run --repo /srv/git/shop-ops.git --interval 30s";
+  reconciler run --repo /srv/git/shop-ops.git --interval 30s
+  reconciler status
+  reconciler rollback --to 3f2a9c1";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,6 +89,33 @@ pub enum Command {
     #[command(after_help = "Example:
   reconciler run --repo /srv/git/shop-ops.git --interval 30s")]
     Run(RunArgs),
+    /// Desired vs applied revision, per service the color, image, health and drift; the lock.
+    #[command(after_help = "Examples:
+  reconciler status
+  reconciler status --release shop --output json")]
+    Status(state_cmds::StatusArgs),
+    /// The last deploys: revision, who, trigger, outcome, failing step, timings.
+    #[command(after_help = "Examples:
+  reconciler history --limit 5
+  reconciler history --release shop --output json")]
+    History(state_cmds::HistoryArgs),
+    /// Re-apply a recorded release (default: the previous applied one) from the git cache,
+    /// through the same gates; then automatic sync stays suspended until `resume`.
+    #[command(after_help = "Examples:
+  reconciler rollback
+  reconciler rollback --to 3f2a9c1 --lock-wait 5m")]
+    Rollback(state_cmds::RollbackArgs),
+    /// Pause automatic sync: `run` keeps observing and reporting drift but applies nothing.
+    #[command(after_help = "Example:
+  reconciler suspend --message 'investigating the 14:00 incident'")]
+    Suspend(state_cmds::SuspendArgs),
+    /// Re-enable automatic sync after `suspend` or `rollback`.
+    #[command(after_help = "Example:
+  reconciler resume --release shop")]
+    Resume(state_cmds::ReleaseArgs),
+    /// Show or break the deploy lock.
+    #[command(subcommand)]
+    Lock(state_cmds::LockCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -148,10 +179,30 @@ pub struct DiffArgs {
     pub steps: bool,
 }
 
+/// Flags of every command that deploys.
+#[derive(Debug, Clone, Args)]
+pub struct DeployArgs {
+    /// Who is deploying, for history and the audit log; default: RECONCILER_ACTOR, else the
+    /// CI's user (GITHUB_ACTOR, GITLAB_USER_LOGIN, ...), else $USER@hostname.
+    #[arg(long, value_name = "NAME")]
+    pub actor: Option<String>,
+    /// Wait up to this long (`30s`, `5m`) for another deploy's lock instead of failing.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub lock_wait: Option<Duration>,
+    /// How many deploys history.json keeps.
+    #[arg(long, value_name = "N", default_value_t = defaults::HISTORY_LIMIT)]
+    pub history_limit: usize,
+}
+
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+    /// Apply the revision even if its last deploy failed.
+    #[arg(long)]
+    pub retry: bool,
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +215,9 @@ pub struct RunArgs {
     /// Apply the current revision even if it failed before.
     #[arg(long)]
     pub retry: bool,
+    /// How many deploys history.json keeps.
+    #[arg(long, value_name = "N", default_value_t = defaults::HISTORY_LIMIT)]
+    pub history_limit: usize,
 }
 
 /// Exit codes, shared by every command.
@@ -181,15 +235,26 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Diff(args) => diff(&cli.state_dir, cli.docker_host.as_deref(), args).await,
         Command::Apply(args) => apply(&cli.state_dir, cli.docker_host.as_deref(), args).await,
         Command::Run(args) => run_loop(&cli.state_dir, cli.docker_host.as_deref(), args).await,
+        Command::Status(args) => {
+            state_cmds::status(&cli.state_dir, cli.docker_host.as_deref(), args).await
+        }
+        Command::History(args) => state_cmds::history(&cli.state_dir, args),
+        Command::Rollback(args) => {
+            state_cmds::rollback(&cli.state_dir, cli.docker_host.as_deref(), args).await
+        }
+        Command::Suspend(args) => state_cmds::suspend(&cli.state_dir, args),
+        Command::Resume(args) => state_cmds::resume(&cli.state_dir, args),
+        Command::Lock(cmd) => state_cmds::lock(&cli.state_dir, cmd).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             print_error(&e);
-            // A journal that cannot be started means nothing was changed: exit 2, not 1.
-            let failed_release = e.downcast_ref::<ReconcileError>().is_some_and(|r| {
-                matches!(r, ReconcileError::Apply(a) if !matches!(**a, ApplyError::Journal { .. }))
-            });
+            let failed_release = e
+                .downcast_ref::<ReconcileError>()
+                .is_some_and(|r| matches!(r, ReconcileError::Apply(_)))
+                || e.downcast_ref::<crate::deploy::DeployError>()
+                    .is_some_and(|d| d.is_failed_release());
             ExitCode::from(if failed_release {
                 exit::CHANGES_OR_FAILED
             } else {
@@ -250,13 +315,11 @@ async fn connect(docker_host: Option<&str>) -> anyhow::Result<Engine> {
     Ok(Engine::connect(docker_host).await?)
 }
 
-/// Fetch, load and plan; a spec error list is printed whole and maps to exit 2. With
-/// `recover`, a deploy a crash interrupted is resolved first (see `recovery`).
+/// Fetch, load and plan; a spec error list is printed whole and maps to exit 2.
 async fn prepare(
     state_dir: &std::path::Path,
     docker_host: Option<&str>,
     origin: &Origin,
-    recover: bool,
 ) -> anyhow::Result<Result<(Engine, reconcile::Loaded, plan::Plan), u8>> {
     let tree = reconcile::fetch(origin, state_dir).await?;
     let loaded = match reconcile::load(tree, &ProcessEnv) {
@@ -268,18 +331,8 @@ async fn prepare(
         Err(e) => return Err(e.into()),
     };
     let engine = connect(docker_host).await?;
-    if recover {
-        if let Some(report) =
-            reconcile::recover(&engine, state_dir, &loaded.desired.release).await?
-        {
-            // A person sees it here (and history and audit record it, once they exist).
-            eprintln!("recovery: {}", report.summary());
-            for action in &report.actions {
-                eprintln!("recovery:   {action}");
-            }
-        }
-    } else if let Some(note) = recovery::pending(state_dir, &loaded.desired.release) {
-        // diff changes nothing, recovery included; it says what the next apply will do first.
+    // diff changes nothing, recovery included; it says what the next apply will do first.
+    if let Some(note) = recovery::pending(state_dir, &loaded.desired.release) {
         eprintln!("note: {note}");
     }
     let plan = reconcile::plan(&engine, &loaded.desired).await?;
@@ -292,7 +345,7 @@ async fn diff(
     args: DiffArgs,
 ) -> anyhow::Result<u8> {
     let origin = args.repo.origin(args.local.as_ref())?;
-    let (_, _, plan) = match prepare(state_dir, docker_host, &origin, false).await? {
+    let (_, _, plan) = match prepare(state_dir, docker_host, &origin).await? {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
@@ -324,49 +377,40 @@ async fn apply(
     // Test-only hook (see `PausePoint`); read before anything changes so a bad value changes
     // nothing.
     let pause_at = PausePoint::from_env().map_err(anyhow::Error::msg)?;
-    let (engine, loaded, plan) = match prepare(state_dir, docker_host, &origin, true).await? {
-        Ok(p) => p,
-        Err(code) => return Ok(code),
-    };
-    if plan.in_sync() {
-        println!(
-            "Release {} is in sync with revision {}: nothing to do.",
-            plan.release, plan.revision
-        );
-        return Ok(exit::OK);
-    }
-    print!("{}", plan::render_text(&plan));
+    // Before anything slow: a SIGTERM while waiting for the lock or planning still ends in a
+    // clean exit that releases the lock.
     let cancel = daemon::shutdown_token();
-    let journal = reconcile::journal(state_dir, &plan.release);
-    let options = ApplyOptions {
-        cancel: cancel.clone(),
-        journal: Some(journal.clone()),
+    let tree = reconcile::fetch(&origin, state_dir).await?;
+    let loaded = match reconcile::load(tree, &ProcessEnv) {
+        Ok(l) => l,
+        Err(ReconcileError::Spec(errors)) => {
+            eprint!("{errors}");
+            return Ok(exit::ERROR);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let engine = connect(docker_host).await?;
+    let source = match &origin {
+        Origin::Git(config) => crate::deploy::source_record(config, state_dir),
+        Origin::Local { .. } => None,
+    };
+    let ctx = crate::deploy::Context {
+        state_dir: state_dir.to_path_buf(),
+        history_limit: args.deploy.history_limit,
+    };
+    let request = crate::deploy::Request {
+        loaded,
+        source,
+        kind: crate::state::history::Kind::Deploy,
+        trigger: reconcile::Trigger::Cli,
+        actor: crate::state::actor::from_env(args.deploy.actor.as_deref()),
+        retry: args.retry,
+        lock_wait: args.deploy.lock_wait,
+        cancel,
         pause_at,
     };
-    let started = std::time::Instant::now();
-    let result = reconcile::apply(&engine, &plan, &options).await;
-    // The deploy is over, applied or rolled back: nothing is left for recovery to resolve.
-    if let Err(e) = journal.finish() {
-        eprintln!("warning: {e}");
-    }
-    let report = result?;
-    println!(
-        "Applied release {} revision {} in {:.1}s ({} steps).",
-        loaded.desired.release,
-        loaded.desired.revision,
-        started.elapsed().as_secs_f64(),
-        report.steps.len()
-    );
-    for failure in &report.final_failures {
-        eprintln!(
-            "warning: clean-up step {} ({} {}) failed after every gate passed: {}",
-            failure.index + 1,
-            failure.action,
-            failure.target,
-            failure.reason
-        );
-    }
-    Ok(exit::OK)
+    let deployed = crate::deploy::deploy(&ctx, &engine, request, &state_cmds::Printed).await?;
+    Ok(state_cmds::report_deployed(&deployed))
 }
 
 async fn run_loop(
@@ -378,6 +422,7 @@ async fn run_loop(
     let options = RunOptions {
         interval: args.interval,
         retry_failed: args.retry,
+        history_limit: args.history_limit,
     };
     daemon::run(docker_host, origin, state_dir.to_path_buf(), options).await;
     Ok(exit::OK)

@@ -2,7 +2,6 @@
 //! The loop owns triggers, one-at-a-time, requeue and backoff; a cycle is a plain async
 //! function, and [`error_policy`] only decides when to try again.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,18 +9,23 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use crate::apply::ApplyOptions;
 use crate::defaults;
+use crate::deploy::{self, DeployError, Deployed};
 use crate::desired::ProcessEnv;
 use crate::engine::Engine;
 use crate::plan;
 use crate::reconcile::{self, Origin, ReconcileError, Trigger};
+use crate::state::history::Kind;
+use crate::state::lock::LockError;
+use crate::state::{self, suspend};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub interval: Duration,
     /// Apply the current revision even if it failed before (`--retry`).
     pub retry_failed: bool,
+    /// How many deploys history.json keeps.
+    pub history_limit: usize,
 }
 
 /// What a cycle did.
@@ -38,6 +42,16 @@ pub enum Outcome {
     SkippedFailed {
         revision: String,
     },
+    /// `reconciler suspend` or a rollback paused automatic sync; drift is only reported.
+    Suspended {
+        revision: String,
+        in_sync: bool,
+    },
+    /// Another deploy (a person, a CI) holds the release's lock; try at the next poll.
+    Busy {
+        revision: String,
+        holder: String,
+    },
 }
 
 /// When to run the next cycle (kube-runtime's `Action`): a value, never a side effect.
@@ -53,8 +67,6 @@ struct Cycle {
     state_dir: PathBuf,
     options: RunOptions,
     cancel: CancellationToken,
-    /// Revisions whose release failed; not applied again until a new commit (or `--retry`).
-    failed: HashSet<String>,
 }
 
 /// A token cancelled on SIGTERM or SIGINT (Ctrl-C).
@@ -142,7 +154,6 @@ pub async fn run(
         state_dir,
         options,
         cancel: cancel.clone(),
-        failed: HashSet::new(),
     };
     let mut delays = backoff();
     loop {
@@ -157,6 +168,16 @@ pub async fn run(
                     Outcome::SkippedFailed { revision } => debug!(
                         %revision,
                         "revision failed before; waiting for a new commit (or run with --retry)"
+                    ),
+                    Outcome::Suspended { revision, in_sync } => info!(
+                        %revision,
+                        in_sync,
+                        "automatic sync suspended; not applying (`reconciler resume` re-enables it)"
+                    ),
+                    Outcome::Busy { revision, holder } => info!(
+                        %revision,
+                        %holder,
+                        "another deploy holds the lock; trying again at the next poll"
                     ),
                 }
                 Next::RequeueAfter(cycle.options.interval)
@@ -195,40 +216,60 @@ async fn reconcile(cycle: &mut Cycle) -> Result<Outcome, ReconcileError> {
     let tree = reconcile::fetch(&cycle.origin, &cycle.state_dir).await?;
     let revision = tree.revision().to_string();
     tracing::Span::current().record("revision", revision.as_str());
-    if cycle.failed.contains(&revision) && !cycle.options.retry_failed {
-        return Ok(Outcome::SkippedFailed { revision });
-    }
     let loaded = reconcile::load(tree, &ProcessEnv)?;
-    if let Some(report) =
-        reconcile::recover(&cycle.engine, &cycle.state_dir, &loaded.desired.release).await?
-    {
-        info!(summary = %report.summary(), "resolved an interrupted deploy");
+    let dir = state::ReleaseDir::new(&cycle.state_dir, &loaded.desired.release);
+    // A torn record still means someone suspended sync: stay suspended.
+    let suspended = suspend::load(&dir).unwrap_or_else(|e| {
+        warn!(error = %e, "suspension record unreadable; staying suspended");
+        Some(suspend::Suspended {
+            by: "unknown".into(),
+            at: state::now(),
+            reason: suspend::Reason::Suspend,
+            revision: None,
+            message: None,
+        })
+    });
+    if suspended.is_some() {
+        let plan = reconcile::plan(&cycle.engine, &loaded.desired).await?;
+        if !plan.in_sync() {
+            let (add, change, destroy) = plan::summary(&plan);
+            warn!(%revision, add, change, destroy, "drift while suspended: not applying");
+        }
+        return Ok(Outcome::Suspended {
+            revision,
+            in_sync: plan.in_sync(),
+        });
     }
-    let plan = reconcile::plan(&cycle.engine, &loaded.desired).await?;
-    if plan.in_sync() {
-        return Ok(Outcome::InSync { revision });
-    }
-    let (add, change, destroy) = plan::summary(&plan);
-    info!(%revision, add, change, destroy, "applying");
-    let journal = reconcile::journal(&cycle.state_dir, &plan.release);
-    let options = ApplyOptions {
+    let source = match &cycle.origin {
+        Origin::Git(config) => deploy::source_record(config, &cycle.state_dir),
+        Origin::Local { .. } => None,
+    };
+    let ctx = deploy::Context {
+        state_dir: cycle.state_dir.clone(),
+        history_limit: cycle.options.history_limit,
+    };
+    let request = deploy::Request {
+        loaded,
+        source,
+        kind: Kind::Deploy,
+        trigger: Trigger::Poll,
+        actor: defaults::DAEMON_ACTOR.to_string(),
+        retry: cycle.options.retry_failed,
+        lock_wait: None,
         cancel: cycle.cancel.clone(),
-        journal: Some(journal.clone()),
         pause_at: None,
     };
-    let result = reconcile::apply(&cycle.engine, &plan, &options).await;
-    // The deploy is over, applied or rolled back: nothing is left for recovery to resolve.
-    if let Err(e) = journal.finish() {
-        warn!(error = %e, "cannot remove the deploy journal");
-    }
-    match result {
-        Ok(_) => {
-            cycle.failed.remove(&revision);
-            Ok(Outcome::Applied { revision })
-        }
-        Err(e) => {
-            cycle.failed.insert(revision);
-            Err(e)
-        }
+    match deploy::deploy(&ctx, &cycle.engine, request, &deploy::Quiet).await {
+        Ok(Deployed::InSync { revision }) => Ok(Outcome::InSync { revision }),
+        Ok(Deployed::Applied { .. }) => Ok(Outcome::Applied { revision }),
+        Ok(Deployed::RefusedFailed { revision, .. }) => Ok(Outcome::SkippedFailed { revision }),
+        Err(DeployError::Lock(LockError::Held { holder, .. })) => Ok(Outcome::Busy {
+            revision,
+            holder: holder
+                .map(|h| h.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+        }),
+        Err(DeployError::Reconcile(e)) => Err(e),
+        Err(e) => Err(ReconcileError::Deploy(Box::new(e))),
     }
 }

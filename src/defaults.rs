@@ -31,3 +31,15 @@ pub const VERIFY_INTERVAL: Duration = Duration::from_millis(500);
 pub const VERIFY_DEADLINE: Duration = Duration::from_secs(10);
 /// Where the operator's nginx.conf is delivered in the proxy container.
 pub const NGINX_CONF_PATH: &str = "/etc/nginx/nginx.conf";
+
+/// State: how many deploys `history.json` keeps (`--history-limit`).
+pub const HISTORY_LIMIT: usize = 10;
+/// State: `audit.log` is rotated to `audit.log.1` once it would grow past this size.
+pub const AUDIT_MAX_BYTES: u64 = 1024 * 1024;
+/// Lock: how often a `--lock-wait` retries the lock.
+pub const LOCK_POLL: Duration = Duration::from_millis(100);
+/// `lock release --force`: how long the holder gets to roll back and let go after SIGTERM
+/// (a rollback restores the proxy and drains, so it takes a drain period or so).
+pub const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(60);
+/// The actor the daemon records in history and the audit log.
+pub const DAEMON_ACTOR: &str = "daemon";

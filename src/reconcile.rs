@@ -6,16 +6,14 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport};
+use crate::apply::ApplyError;
 use crate::desired::{self, DesiredRelease, HostEnv, RepoFiles};
 use crate::engine::{Engine, EngineError};
 use crate::live;
 use crate::plan::{self, Plan, PlanError};
-use crate::recovery::{self, RecoveryError, RecoveryReport};
+use crate::recovery::RecoveryError;
 use crate::source::{GitSource, LocalDir, SourceConfig, SourceError, SourceTree};
 use crate::spec::{self, LoadedSpec, SpecError, SpecErrors};
-use crate::state::journal::Journal;
-use crate::state::ReleaseDir;
 
 /// Where a release is read from.
 #[derive(Debug, Clone)]
@@ -61,6 +59,9 @@ pub enum ReconcileError {
     /// Boxed: the failure report is large and this error travels through every cycle.
     #[error(transparent)]
     Apply(Box<ApplyError>),
+    /// The deploy's lock or state files (boxed: it nests this very type).
+    #[error(transparent)]
+    Deploy(Box<crate::deploy::DeployError>),
 }
 
 impl From<ApplyError> for ReconcileError {
@@ -166,6 +167,16 @@ impl RepoFiles for TreeFiles<'_> {
 
 /// Observes the engine and plans. Pure apart from the observation.
 pub async fn plan(engine: &Engine, desired: &DesiredRelease) -> Result<Plan, ReconcileError> {
+    let live = observe(engine, desired).await?;
+    Ok(plan::plan(desired, &live)?)
+}
+
+/// What the engine runs for the release: its labelled objects, the images it names and the
+/// proxy's managed files.
+pub async fn observe(
+    engine: &Engine,
+    desired: &DesiredRelease,
+) -> Result<live::LiveState, ReconcileError> {
     let images = desired.images();
     let proxy_paths: Vec<String> = desired
         .proxy
@@ -176,31 +187,5 @@ pub async fn plan(engine: &Engine, desired: &DesiredRelease) -> Result<Plan, Rec
         .proxy
         .as_ref()
         .map(|p| (p.container_name.as_str(), proxy_paths.as_slice()));
-    let live = live::observe(engine, &desired.release, &images, proxy).await?;
-    Ok(plan::plan(desired, &live)?)
-}
-
-/// Resolves a deploy of `release` that a crash interrupted (see [`recovery`]): call it at the
-/// start of a deploy, before [`plan`] observes the engine.
-pub async fn recover(
-    engine: &Engine,
-    state_dir: &Path,
-    release: &str,
-) -> Result<Option<RecoveryReport>, ReconcileError> {
-    Ok(recovery::recover(engine, state_dir, release).await?)
-}
-
-/// The journal a deploy of `release` records its steps in (written from `apply`'s first step;
-/// the caller calls `finish` once the deploy's outcome is recorded).
-pub fn journal(state_dir: &Path, release: &str) -> Arc<Journal> {
-    Arc::new(Journal::new(ReleaseDir::new(state_dir, release)))
-}
-
-/// Carries the plan out (gated, undone on failure).
-pub async fn apply(
-    engine: &Engine,
-    plan: &Plan,
-    options: &ApplyOptions,
-) -> Result<ApplyReport, ReconcileError> {
-    Ok(apply::apply(engine, plan, options).await?)
+    Ok(live::observe(engine, &desired.release, &images, proxy).await?)
 }

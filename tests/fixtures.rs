@@ -1,6 +1,8 @@
 //! Checks that the test-image fixtures behave as the other tests assume:
 //! the app's endpoints and failure switches, prompt shutdown, concurrency,
-//! nginx reloads, and a push/pull round trip through the local registry.
+//! nginx reloads, a push/pull round trip through the local registry, and the
+//! service images: Prometheus (+ promtool), Alertmanager (+ amtool) and
+//! PostgreSQL (init from env, dump/restore, clean stop, data kept on a volume).
 //!
 //! Uses the docker CLI for setup; every container carries `io.reconciler.test=1`
 //! plus a per-test label, and a Drop guard removes them even when an
@@ -8,7 +10,10 @@
 
 mod common;
 
-use common::images::{self, APP_PORT, APP_V1, APP_V2, APP_V3, NGINX, TEST_LABEL};
+use common::images::{
+    self, ALERTMANAGER, ALERTMANAGER_PORT, APP_PORT, APP_V1, APP_V2, APP_V3, NGINX, POSTGRES,
+    POSTGRES_PORT, PROMETHEUS, PROMETHEUS_PORT, TEST_LABEL,
+};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
@@ -30,10 +35,29 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Removes every container (and image tag) a test made when dropped.
+/// Runs docker with `input` on stdin; the output whatever the exit status.
+fn docker_with_input(args: &[&str], input: &str) -> std::process::Output {
+    let mut child = Command::new("docker")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run docker CLI");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input.as_bytes())
+        .expect("write docker stdin");
+    child.wait_with_output().expect("wait for docker CLI")
+}
+
+/// Removes every container, volume (and image tag) a test made when dropped.
 struct Cleanup {
     case: String,
     image_tags: Vec<String>,
+    volumes: Vec<String>,
 }
 
 impl Cleanup {
@@ -41,7 +65,25 @@ impl Cleanup {
         Cleanup {
             case: format!("fixtures-{test}-{}", std::process::id()),
             image_tags: Vec::new(),
+            volumes: Vec::new(),
         }
+    }
+
+    /// A new named volume, labelled, removed on drop.
+    fn volume(&mut self, suffix: &str) -> String {
+        let name = format!("{}-{suffix}", self.case);
+        let case_label = self.case_label();
+        docker(&[
+            "volume",
+            "create",
+            "--label",
+            TEST_LABEL,
+            "--label",
+            &case_label,
+            &name,
+        ]);
+        self.volumes.push(name.clone());
+        name
     }
 
     fn case_label(&self) -> String {
@@ -86,6 +128,11 @@ impl Drop for Cleanup {
                 .args(&ids)
                 .output();
         }
+        for v in &self.volumes {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", v])
+                .output();
+        }
         for tag in &self.image_tags {
             let _ = Command::new("docker").args(["rmi", tag]).output();
         }
@@ -103,13 +150,24 @@ fn host_port(id: &str, container_port: u16) -> u16 {
 
 /// Minimal HTTP GET to 127.0.0.1:port; returns (status, body).
 fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    http_request("GET", port, path)
+}
+
+/// Minimal HTTP request without a body to 127.0.0.1:port; returns (status, body).
+fn http_request(method: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    // An empty body must be announced on POST (Go servers answer 411 otherwise).
+    let length = if method == "GET" {
+        ""
+    } else {
+        "Content-Length: 0\r\n"
+    };
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{length}Connection: close\r\n\r\n"
     )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
@@ -378,4 +436,439 @@ fn registry_push_pull_round_trip() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), marker);
+}
+
+/// Writes `content` to `path` inside the running container `id`.
+fn put_file(id: &str, path: &str, content: &str) {
+    let out = docker_with_input(
+        &["exec", "-i", id, "sh", "-c", &format!("cat > {path}")],
+        content,
+    );
+    assert!(
+        out.status.success(),
+        "writing {path}: {}",
+        common::show(&out)
+    );
+}
+
+/// `docker exec` whatever its exit status.
+fn exec(id: &str, cmd: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .arg("exec")
+        .arg(id)
+        .args(cmd)
+        .output()
+        .expect("run docker CLI")
+}
+
+/// The sample values of a Prometheus instant query, as (labels, value) pairs.
+fn prom_query(port: u16, query: &str) -> Option<Vec<(serde_json::Value, String)>> {
+    let (status, body) = http_get(port, &format!("/api/v1/query?query={query}")).ok()?;
+    if status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let result = v["data"]["result"].as_array()?;
+    Some(
+        result
+            .iter()
+            .map(|r| {
+                let value = r["value"][1].as_str().unwrap_or_default().to_string();
+                (r["metric"].clone(), value)
+            })
+            .collect(),
+    )
+}
+
+/// `docker stop` must end the container with exit code 0 well before the timeout.
+fn assert_clean_stop(id: &str, what: &str) {
+    let t = Instant::now();
+    docker(&["stop", "-t", "30", id]);
+    let took = t.elapsed();
+    let code = docker(&["inspect", "-f", "{{.State.ExitCode}}", id]);
+    assert_eq!(code, "0", "{what} exit code after docker stop");
+    assert!(
+        took < Duration::from_secs(10),
+        "{what}: docker stop took {took:?}"
+    );
+}
+
+const PROMETHEUS_GOOD_CONFIG: &str = "global:
+  scrape_interval: 5s
+scrape_configs:
+  - job_name: reconciler
+    static_configs:
+      - targets: ['127.0.0.1:9100']
+";
+
+const PROMETHEUS_BROKEN_CONFIG: &str = "global:
+  scrape_interval: banana
+scrape_configs: []
+";
+
+#[test]
+fn prometheus_ready_scrapes_and_promtool_checks_configs() {
+    images::ensure_images(&["prometheus"]);
+    let mut c = Cleanup::new("prometheus");
+    let vol = c.volume("tsdb");
+    let mount = format!("{vol}:/prometheus");
+    let id = c.run(
+        &[
+            "-p",
+            &format!("127.0.0.1:0:{PROMETHEUS_PORT}"),
+            "-v",
+            &mount,
+        ],
+        PROMETHEUS,
+    );
+    let port = host_port(&id, PROMETHEUS_PORT);
+    poll("Prometheus /-/ready", Duration::from_secs(30), || {
+        matches!(http_get(port, "/-/ready"), Ok((200, _))).then_some(())
+    });
+    assert_eq!(docker(&["exec", &id, "id", "-un"]), "prometheus");
+
+    // It scrapes (itself, with the image's default config) and stores on the volume.
+    poll(
+        "Prometheus to report up{job=\"prometheus\"} = 1",
+        Duration::from_secs(30),
+        || {
+            let samples = prom_query(port, "up")?;
+            samples
+                .iter()
+                .any(|(m, v)| m["job"] == "prometheus" && v == "1")
+                .then_some(())
+        },
+    );
+    let tsdb = docker(&["exec", &id, "ls", "/prometheus"]);
+    assert!(
+        tsdb.lines().any(|l| l == "wal"),
+        "no TSDB WAL on the volume: {tsdb:?}"
+    );
+
+    // promtool accepts a good config and refuses a broken one, naming the problem.
+    put_file(&id, "/tmp/good.yml", PROMETHEUS_GOOD_CONFIG);
+    put_file(&id, "/tmp/broken.yml", PROMETHEUS_BROKEN_CONFIG);
+    let good = exec(&id, &["promtool", "check", "config", "/tmp/good.yml"]);
+    assert!(
+        good.status.success(),
+        "good config: {}",
+        common::show(&good)
+    );
+    let broken = exec(&id, &["promtool", "check", "config", "/tmp/broken.yml"]);
+    assert!(
+        !broken.status.success(),
+        "broken config accepted: {}",
+        common::show(&broken)
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&broken.stdout),
+        String::from_utf8_lossy(&broken.stderr)
+    );
+    assert!(text.contains("banana"), "promtool output: {text}");
+
+    // The lifecycle API is on: a reload of the unchanged config succeeds.
+    assert_eq!(http_request("POST", port, "/-/reload").unwrap().0, 200);
+    assert_clean_stop(&id, "prometheus");
+}
+
+/// stdout + stderr of a finished command, for matching tool messages.
+fn all_output(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+const ALERTMANAGER_GOOD_CONFIG: &str = "route:
+  receiver: hook
+receivers:
+  - name: hook
+    webhook_configs:
+      - url: http://127.0.0.1:9/hook
+";
+
+/// The route names a receiver nobody defined.
+const ALERTMANAGER_BROKEN_CONFIG: &str = "route:
+  receiver: nobody
+receivers:
+  - name: hook
+";
+
+#[test]
+fn alertmanager_ready_takes_alerts_and_amtool_checks_configs() {
+    images::ensure_images(&["alertmanager"]);
+    let c = Cleanup::new("alertmanager");
+    let id = c.run(
+        &["-p", &format!("127.0.0.1:0:{ALERTMANAGER_PORT}")],
+        ALERTMANAGER,
+    );
+    let port = host_port(&id, ALERTMANAGER_PORT);
+    poll("Alertmanager /-/ready", Duration::from_secs(30), || {
+        matches!(http_get(port, "/-/ready"), Ok((200, _))).then_some(())
+    });
+    assert_eq!(docker(&["exec", &id, "id", "-un"]), "prometheus");
+
+    // An alert posted with amtool comes back from the API.
+    let url = format!("--alertmanager.url=http://127.0.0.1:{ALERTMANAGER_PORT}");
+    let add = exec(
+        &id,
+        &[
+            "amtool",
+            &url,
+            "alert",
+            "add",
+            "FixtureProbe",
+            "severity=info",
+        ],
+    );
+    assert!(
+        add.status.success(),
+        "amtool alert add: {}",
+        common::show(&add)
+    );
+    poll(
+        "the posted alert in /api/v2/alerts",
+        Duration::from_secs(10),
+        || {
+            let (status, body) = http_get(port, "/api/v2/alerts").ok()?;
+            (status == 200 && body.contains("FixtureProbe")).then_some(())
+        },
+    );
+
+    let default = exec(
+        &id,
+        &["amtool", "check-config", "/etc/prometheus/alertmanager.yml"],
+    );
+    assert!(
+        default.status.success(),
+        "image's own config: {}",
+        common::show(&default)
+    );
+    put_file(&id, "/tmp/good.yml", ALERTMANAGER_GOOD_CONFIG);
+    put_file(&id, "/tmp/broken.yml", ALERTMANAGER_BROKEN_CONFIG);
+    let good = exec(&id, &["amtool", "check-config", "/tmp/good.yml"]);
+    assert!(
+        good.status.success(),
+        "good config: {}",
+        common::show(&good)
+    );
+    let broken = exec(&id, &["amtool", "check-config", "/tmp/broken.yml"]);
+    assert!(
+        !broken.status.success(),
+        "broken config accepted: {}",
+        common::show(&broken)
+    );
+    let text = all_output(&broken);
+    assert!(text.contains("nobody"), "amtool output: {text}");
+    assert_clean_stop(&id, "alertmanager");
+}
+
+const PG_USER: &str = "fixture";
+const PG_DB: &str = "fixturedb";
+
+/// psql over TCP (password authentication) inside container `id`; the output whatever the
+/// exit status.
+fn psql_tcp(id: &str, password: &str, sql: &str) -> std::process::Output {
+    let env = format!("PGPASSWORD={password}");
+    Command::new("docker")
+        .args(["exec", "-e", &env, id, "psql", "-h", "127.0.0.1"])
+        .args([
+            "-U",
+            PG_USER,
+            "-d",
+            PG_DB,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-Atc",
+            sql,
+        ])
+        .output()
+        .expect("run docker CLI")
+}
+
+fn psql_ok(id: &str, password: &str, sql: &str) -> String {
+    let out = psql_tcp(id, password, sql);
+    assert!(out.status.success(), "psql {sql:?}: {}", common::show(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Runs the postgres image on `volume` and waits until it accepts TCP connections (the
+/// entrypoint's setup server listens on the socket only, so this is after initialisation).
+fn run_postgres(c: &Cleanup, volume: &str, password: &str) -> (String, u16) {
+    let mount = format!("{volume}:/var/lib/postgresql/data");
+    let env_password = format!("POSTGRES_PASSWORD={password}");
+    let env_user = format!("POSTGRES_USER={PG_USER}");
+    let env_db = format!("POSTGRES_DB={PG_DB}");
+    let publish = format!("127.0.0.1:0:{POSTGRES_PORT}");
+    let id = c.run(
+        &[
+            "-p",
+            &publish,
+            "-v",
+            &mount,
+            "-e",
+            &env_password,
+            "-e",
+            &env_user,
+            "-e",
+            &env_db,
+        ],
+        POSTGRES,
+    );
+    let port = host_port(&id, POSTGRES_PORT);
+    poll(
+        "PostgreSQL to accept TCP connections",
+        Duration::from_secs(60),
+        || {
+            exec(&id, &["pg_isready", "-q", "-h", "127.0.0.1"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    // The published port reaches it from the host as well.
+    TcpStream::connect(("127.0.0.1", port)).expect("connect to the published PostgreSQL port");
+    (id, port)
+}
+
+#[test]
+fn postgres_init_query_dump_restore_stop_and_keep_data() {
+    images::ensure_images(&["postgres"]);
+    let mut c = Cleanup::new("postgres");
+    let vol = c.volume("pgdata");
+    let (id, _) = run_postgres(&c, &vol, "first-pass");
+
+    // Initialised from env: the user owns the database, the password is required over TCP.
+    assert_eq!(
+        psql_ok(
+            &id,
+            "first-pass",
+            "select current_user || '@' || current_database()"
+        ),
+        format!("{PG_USER}@{PG_DB}")
+    );
+    let wrong = psql_tcp(&id, "wrong-pass", "select 1");
+    assert!(!wrong.status.success(), "a wrong password was accepted");
+    assert!(
+        all_output(&wrong).contains("password authentication failed"),
+        "{}",
+        common::show(&wrong)
+    );
+    psql_ok(
+        &id,
+        "first-pass",
+        "create table items(id int primary key, name text); \
+         insert into items select g, 'item ' || g from generate_series(1, 1000) g",
+    );
+
+    // A custom-format dump lists the table, and restores into a fresh database.
+    let dump = exec(
+        &id,
+        &[
+            "pg_dump",
+            "-U",
+            PG_USER,
+            "-d",
+            PG_DB,
+            "-Fc",
+            "-f",
+            "/tmp/db.dump",
+        ],
+    );
+    assert!(dump.status.success(), "pg_dump: {}", common::show(&dump));
+    let list = exec(&id, &["pg_restore", "--list", "/tmp/db.dump"]);
+    assert!(
+        list.status.success(),
+        "pg_restore --list: {}",
+        common::show(&list)
+    );
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("TABLE public items"),
+        "{}",
+        common::show(&list)
+    );
+    psql_ok(&id, "first-pass", "create database restored");
+    let restore = exec(
+        &id,
+        &[
+            "pg_restore",
+            "-U",
+            PG_USER,
+            "-d",
+            "restored",
+            "/tmp/db.dump",
+        ],
+    );
+    assert!(
+        restore.status.success(),
+        "pg_restore: {}",
+        common::show(&restore)
+    );
+    let restored = exec(
+        &id,
+        &[
+            "psql",
+            "-U",
+            PG_USER,
+            "-d",
+            "restored",
+            "-Atc",
+            "select count(*) from items",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&restored.stdout).trim(), "1000");
+
+    assert_clean_stop(&id, "postgres");
+    let logs = Command::new("docker")
+        .args(["logs", &id])
+        .output()
+        .expect("docker logs");
+    assert!(
+        all_output(&logs).contains("database system is shut down"),
+        "no clean shutdown in the log: {}",
+        common::show(&logs)
+    );
+
+    // A replacement container on the same volume keeps the data; the env of an already
+    // initialised directory is ignored (the first password still applies).
+    docker(&["rm", &id]);
+    let (id2, _) = run_postgres(&c, &vol, "second-pass");
+    assert_eq!(
+        psql_ok(&id2, "first-pass", "select count(*), max(name) from items"),
+        "1000|item 999"
+    );
+    assert_clean_stop(&id2, "replacement postgres");
+}
+
+#[test]
+fn postgres_refuses_to_initialise_without_a_password() {
+    images::ensure_images(&["postgres"]);
+    let c = Cleanup::new("postgres-nopass");
+    let id = c.run(&[], POSTGRES);
+    let code = poll(
+        "postgres without POSTGRES_PASSWORD to exit",
+        Duration::from_secs(30),
+        || {
+            let s = docker(&[
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{.State.ExitCode}}",
+                &id,
+            ]);
+            let (status, code) = s.split_once(' ')?;
+            (status == "exited").then(|| code.to_string())
+        },
+    );
+    assert_eq!(code, "1");
+    let logs = Command::new("docker")
+        .args(["logs", &id])
+        .output()
+        .expect("docker logs");
+    assert!(
+        all_output(&logs).contains("POSTGRES_PASSWORD"),
+        "{}",
+        common::show(&logs)
+    );
 }

@@ -142,6 +142,18 @@ impl Engine {
         }
     }
 
+    /// `name@sha256:...` of the local image `reference` names, when it came from a registry
+    /// (a locally built image has none).
+    pub async fn repo_digest(&self, reference: &str) -> Result<Option<String>, EngineError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(image) => Ok(image.repo_digests.and_then(|d| d.into_iter().next())),
+            Err(e) => match op_error("inspect", Image, reference)(e) {
+                EngineError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
     /// Pulls `reference` (streaming the engine's progress to `debug` logs) and returns the id
     /// of the image it now names.
     pub async fn pull_image(&self, reference: &str) -> Result<String, EngineError> {

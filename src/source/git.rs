@@ -516,6 +516,47 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A commit already in the bare cache at `cache_dir`, read without contacting the remote:
+    /// `rollback` re-applies a recorded revision this way even when the remote is gone.
+    pub fn from_cache(
+        cache_dir: &Path,
+        url: &str,
+        revision: &str,
+        spec_dir: &str,
+    ) -> Result<Snapshot, SourceError> {
+        let cache_error = |message: String| SourceError::Cache {
+            url: url.to_string(),
+            cache: cache_dir.display().to_string(),
+            message,
+        };
+        let repo = Repository::open_bare(cache_dir).map_err(|e| cache_error(e.message().into()))?;
+        let commit = Oid::from_str(revision)
+            .and_then(|oid| repo.find_commit(oid))
+            .map_err(|e| {
+                cache_error(format!(
+                    "commit {} is not in the cache: {}",
+                    paths::short(revision),
+                    e.message()
+                ))
+            })?;
+        let author = commit.author();
+        Ok(Snapshot {
+            revision: commit.id().to_string(),
+            subject: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
+                .into_owned(),
+            author: format!(
+                "{} <{}>",
+                String::from_utf8_lossy(author.name_bytes()),
+                String::from_utf8_lossy(author.email_bytes())
+            ),
+            time: commit.time().seconds(),
+            url: url.to_string(),
+            cache_dir: cache_dir.to_path_buf(),
+            commit: commit.id(),
+            spec_dir: spec_dir.to_string(),
+        })
+    }
+
     /// The source URL, credential-free.
     pub fn url(&self) -> &str {
         &self.url

@@ -17,6 +17,13 @@
 //! edit) is reported as [`StateError::Corrupt`] with its path, and callers fall back to what the
 //! labels on the live containers say.
 
+pub mod actor;
+pub mod audit;
+pub mod current;
+pub mod history;
+pub mod lock;
+pub mod suspend;
+
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -70,6 +77,34 @@ impl ReleaseDir {
             source,
         })
     }
+}
+
+/// Now, as RFC 3339 UTC with milliseconds: sorts as text in time order.
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// The releases that have a state directory, sorted.
+pub fn releases(state_dir: &Path) -> Result<Vec<String>, StateError> {
+    let dir = state_dir.join("releases");
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(StateError::Io {
+                what: "list",
+                path: dir,
+                source,
+            })
+        }
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// Writes `bytes` to `path` so that a crash leaves the old or the new content: a temp file in

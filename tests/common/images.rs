@@ -1,7 +1,7 @@
 //! Test images and the local registry, built/started on demand.
 //!
 //! `ensure_images` runs `tests/images/build.sh` for the image groups a test
-//! needs (busybox, app, debian, nginx). It runs at most once per group per
+//! needs (busybox, app, debian, nginx, prometheus, alertmanager, postgres). It runs at most once per group per
 //! test process; across concurrently running test binaries the script itself
 //! serializes on a lock file (`flock`) and skips images that already exist,
 //! so a second caller waits for the first and then returns at once.
@@ -18,12 +18,26 @@ pub const APP_V2: &str = "reconciler-test/app:v2";
 pub const APP_V3: &str = "reconciler-test/app:v3";
 pub const DEBIAN: &str = "reconciler-test/debian:bookworm";
 pub const NGINX: &str = "reconciler-test/nginx:1";
+/// Debian's `prometheus` (with `promtool`); runs as user `prometheus`, flags as upstream's
+/// image (`--config.file=/etc/prometheus/prometheus.yml --storage.tsdb.path=/prometheus`)
+/// plus `--web.enable-lifecycle`; override CMD to change them.
+pub const PROMETHEUS: &str = "reconciler-test/prometheus:1";
+/// Debian's `prometheus-alertmanager` (with `amtool`), config `/etc/prometheus/alertmanager.yml`,
+/// storage `/alertmanager`, no cluster port.
+pub const ALERTMANAGER: &str = "reconciler-test/alertmanager:1";
+/// Debian's `postgresql-15`; env `POSTGRES_PASSWORD`/`POSTGRES_USER`/`POSTGRES_DB` as the
+/// official image, data in `/var/lib/postgresql/data`, stop signal SIGINT.
+pub const POSTGRES: &str = "reconciler-test/postgres:15";
 
 /// The label every test object carries; cleanup removes by it.
 pub const TEST_LABEL: &str = "io.reconciler.test=1";
 
 /// Port the app images listen on.
 pub const APP_PORT: u16 = 8000;
+/// Ports the service images listen on.
+pub const PROMETHEUS_PORT: u16 = 9090;
+pub const ALERTMANAGER_PORT: u16 = 9093;
+pub const POSTGRES_PORT: u16 = 5432;
 
 pub fn images_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/images")
@@ -50,7 +64,8 @@ fn check(what: &str, out: &Output) {
 }
 
 /// Make sure the named image groups exist (`busybox`, `app`, `debian`,
-/// `nginx`; `app` implies `busybox`, `nginx` implies `debian`).
+/// `nginx`, `prometheus`, `alertmanager`, `postgres`; `app` implies `busybox`, `nginx` implies
+/// `debian`, the last three share `packages`, which implies `debian`).
 /// Panics with the build script's output if it fails.
 pub fn ensure_images(names: &[&str]) {
     static DONE: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();

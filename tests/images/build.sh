@@ -6,7 +6,13 @@
 # (no builder, no BuildKit).
 #
 # Usage: tests/images/build.sh [IMAGE...]
-#   IMAGE is one of: busybox app debian nginx   (default: all)
+#   IMAGE is one of: busybox app debian nginx packages prometheus
+#   alertmanager postgres   (default: all)
+#
+# prometheus, alertmanager and postgres are tagged from one shared image,
+# reconciler-test/packages:bookworm (the debian image plus Debian's
+# prometheus, prometheus-alertmanager and postgresql-15 packages, installed by
+# apt-get in a container: one download, one layer on disk for all three).
 #
 # Idempotent: an image that already exists (`docker image inspect`) is
 # skipped. Set RECONCILER_TEST_REBUILD=1 to rebuild the named images anyway.
@@ -15,7 +21,9 @@
 # Environment:
 #   RECONCILER_TEST_CACHE   cache dir (default /var/cache/reconciler-test);
 #                           keeps the Debian rootfs tarball so a re-import
-#                           after `docker rmi` needs no debootstrap.
+#                           after `docker rmi` needs no debootstrap, and
+#                           the downloaded .debs (apt-archives/) so a
+#                           rebuild of the packages image downloads nothing.
 #   RECONCILER_TEST_REBUILD=1  rebuild even if the image exists.
 set -euo pipefail
 
@@ -23,13 +31,19 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${RECONCILER_TEST_CACHE:-/var/cache/reconciler-test}"
 REBUILD="${RECONCILER_TEST_REBUILD:-0}"
 TEST_LABEL="io.reconciler.test=1"
-ALL_IMAGES=(busybox app debian nginx)
+ALL_IMAGES=(busybox app debian nginx packages prometheus alertmanager postgres)
 
 IMG_BUSYBOX="reconciler-test/busybox:1"
 IMG_APP="reconciler-test/app"      # tags v1 v2 v3
 APP_VERSIONS=(v1 v2 v3)
 IMG_DEBIAN="reconciler-test/debian:bookworm"
 IMG_NGINX="reconciler-test/nginx:1"
+IMG_PACKAGES="reconciler-test/packages:bookworm"
+IMG_PROMETHEUS="reconciler-test/prometheus:1"
+IMG_ALERTMANAGER="reconciler-test/alertmanager:1"
+IMG_POSTGRES="reconciler-test/postgres:15"
+# Debian packages in $IMG_PACKAGES (no recommends).
+SERVICE_PACKAGES=(prometheus prometheus-alertmanager postgresql-15)
 
 log() { echo "[images] $*" >&2; }
 
@@ -260,6 +274,105 @@ build_nginx() {
     sig=$(docker image inspect -f '{{.Config.StopSignal}}' "$IMG_NGINX")
     [[ "$sig" == "SIGQUIT" ]] || die "$IMG_NGINX: stop signal is '$sig', expected SIGQUIT"
     log "$IMG_NGINX: $(image_size "$IMG_NGINX")"
+}
+
+# The debian image plus SERVICE_PACKAGES, installed with apt-get in a
+# throwaway container (the Debian mirror is the one debootstrap used) and
+# committed. Services are not started (policy-rc.d) and postgresql-common
+# makes no cluster: the postgres image initialises its own on a volume.
+build_packages() {
+    need_build "$IMG_PACKAGES" || return 0
+    image_exists "$IMG_DEBIAN" || build_debian
+    local archives="$CACHE/apt-archives" cid
+    mkdir -p "$archives/partial"
+    log "$IMG_PACKAGES: apt-get install ${SERVICE_PACKAGES[*]} (.debs cached in $archives)"
+    cid=$(docker create --label "$TEST_LABEL" \
+        -v "$archives:/var/cache/apt/archives" \
+        -e DEBIAN_FRONTEND=noninteractive \
+        "$IMG_DEBIAN" bash -euo pipefail -c '
+            printf "#!/bin/sh\nexit 101\n" >/usr/sbin/policy-rc.d
+            chmod 0755 /usr/sbin/policy-rc.d
+            mkdir -p /etc/postgresql-common/createcluster.d
+            echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/no-main.conf
+            apt-get update -q >/tmp/apt.log 2>&1 || { cat /tmp/apt.log; exit 1; }
+            apt-get install -y -q --no-install-recommends "$@" >>/tmp/apt.log 2>&1 \
+                || { tail -n 40 /tmp/apt.log; exit 1; }
+            # Service directories, owned by the users the packages created.
+            install -d -o prometheus -g prometheus /prometheus /alertmanager
+            install -d -o postgres -g postgres -m 0700 /var/lib/postgresql/data
+            install -d -o postgres -g postgres -m 2775 /var/run/postgresql
+            rm -rf /usr/sbin/policy-rc.d /var/lib/apt/lists/* /var/cache/apt/*.bin \
+                /tmp/apt.log /usr/share/doc/* /usr/share/man/*
+        ' install "${SERVICE_PACKAGES[@]}")
+    CLEANUP_CIDS+=("$cid")
+    if ! docker start -a "$cid" >&2; then
+        die "$IMG_PACKAGES: apt-get install in a $IMG_DEBIAN container failed (output above)"
+    fi
+    docker commit --change "LABEL $TEST_LABEL" --change 'CMD ["bash"]' \
+        "$cid" "$IMG_PACKAGES" >/dev/null
+    docker rm -f "$cid" >/dev/null
+    log "$IMG_PACKAGES: $(image_size "$IMG_PACKAGES")"
+}
+
+build_prometheus() {
+    need_build "$IMG_PROMETHEUS" || return 0
+    image_exists "$IMG_PACKAGES" || build_packages
+    local tmp
+    tmp=$(scratch_dir)
+    mkdir -p "$tmp/files/etc/prometheus"
+    install -m 0644 "$HERE/prometheus/prometheus.yml" "$tmp/files/etc/prometheus/prometheus.yml"
+    log "$IMG_PROMETHEUS: deriving from $IMG_PACKAGES"
+    # Flags as in the upstream image; tests override CMD to point
+    # --config.file / --storage.tsdb.path elsewhere. The lifecycle API
+    # (POST /-/reload) is on: config reloads are what the tests exercise.
+    derive_image "$IMG_PACKAGES" "$IMG_PROMETHEUS" "$tmp/files" -- \
+        'USER prometheus' \
+        'WORKDIR /prometheus' \
+        'ENTRYPOINT ["/usr/bin/prometheus"]' \
+        'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus", "--web.listen-address=:9090", "--web.enable-lifecycle"]' \
+        'EXPOSE 9090'
+    log "$IMG_PROMETHEUS: $(image_size "$IMG_PROMETHEUS")"
+}
+
+build_alertmanager() {
+    need_build "$IMG_ALERTMANAGER" || return 0
+    image_exists "$IMG_PACKAGES" || build_packages
+    local tmp
+    tmp=$(scratch_dir)
+    mkdir -p "$tmp/files/etc/prometheus"
+    install -m 0644 "$HERE/alertmanager/alertmanager.yml" "$tmp/files/etc/prometheus/alertmanager.yml"
+    log "$IMG_ALERTMANAGER: deriving from $IMG_PACKAGES"
+    # An empty --cluster.listen-address: one instance, no gossip port.
+    derive_image "$IMG_PACKAGES" "$IMG_ALERTMANAGER" "$tmp/files" -- \
+        'USER prometheus' \
+        'WORKDIR /alertmanager' \
+        'ENTRYPOINT ["/usr/bin/prometheus-alertmanager"]' \
+        'CMD ["--config.file=/etc/prometheus/alertmanager.yml", "--storage.path=/alertmanager", "--web.listen-address=:9093", "--cluster.listen-address="]' \
+        'EXPOSE 9093'
+    log "$IMG_ALERTMANAGER: $(image_size "$IMG_ALERTMANAGER")"
+}
+
+build_postgres() {
+    need_build "$IMG_POSTGRES" || return 0
+    image_exists "$IMG_PACKAGES" || build_packages
+    local tmp
+    tmp=$(scratch_dir)
+    mkdir -p "$tmp/files/usr/local/bin" "$tmp/files/docker-entrypoint-initdb.d"
+    install -m 0755 "$HERE/postgres/entrypoint.sh" "$tmp/files/usr/local/bin/docker-entrypoint.sh"
+    log "$IMG_POSTGRES: deriving from $IMG_PACKAGES"
+    # SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for every
+    # client to disconnect). Root at start: the entrypoint fixes the data
+    # directory's owner, then runs postgres as the postgres user.
+    derive_image "$IMG_PACKAGES" "$IMG_POSTGRES" "$tmp/files" --stop-signal SIGINT -- \
+        'ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        'ENV PGDATA=/var/lib/postgresql/data' \
+        'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' \
+        'CMD ["postgres"]' \
+        'EXPOSE 5432'
+    local sig
+    sig=$(docker image inspect -f '{{.Config.StopSignal}}' "$IMG_POSTGRES")
+    [[ "$sig" == "SIGINT" ]] || die "$IMG_POSTGRES: stop signal is '$sig', expected SIGINT"
+    log "$IMG_POSTGRES: $(image_size "$IMG_POSTGRES")"
 }
 
 # --- main -------------------------------------------------------------------
