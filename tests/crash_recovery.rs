@@ -4,7 +4,7 @@
 //! test-only hook (`RECONCILER_TEST_PAUSE_AT`), SIGKILLed, and run again; plus one kill whose
 //! journal is then torn in half. After each: one color per service, the upstreams file names
 //! the serving color, no stray container of the release, the host runs the new release, and
-//! the load has seen zero failed requests.
+//! the load has seen zero failed requests, and the history has an entry for the recovery.
 //!
 //! One nginx and one load for the whole sequence; each kill point deploys the other version
 //! (v1 -> v2, then v2 -> v1, ...), whose plan has the same steps (checked every round).
@@ -278,7 +278,40 @@ impl Host {
             !self.journal_path().exists(),
             "{what}: the journal is still there"
         );
+        // The history tells what happened: the newest recovery entry is this one.
+        let history = self.history();
+        let entry = history["entries"]
+            .as_array()
+            .and_then(|e| e.iter().rev().find(|e| e["kind"] == "recovery"))
+            .unwrap_or_else(|| panic!("{what}: no recovery in the history: {history:#}"));
+        let outcome = if expected == "finished the release" {
+            "applied"
+        } else {
+            "rolled_back"
+        };
+        assert_eq!(entry["outcome"], outcome, "{what}: {entry:#}");
+        if !torn {
+            assert_eq!(entry["revision"], journal["revision"], "{what}: {entry:#}");
+        }
         (journal, stderr)
+    }
+
+    /// `reconciler history --output json`.
+    fn history(&self) -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+            .args([
+                "history",
+                "--output",
+                "json",
+                "--release",
+                &self.release.name,
+            ])
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .output()
+            .expect("reconciler history runs");
+        assert_eq!(out.status.code(), Some(0), "history: {}", show(&out));
+        serde_json::from_slice(&out.stdout).expect("history --output json prints JSON")
     }
 
     /// Every container of the release: (name, image, running).
