@@ -214,7 +214,9 @@ impl Host {
         what: &str,
         check_diff_note: bool,
     ) -> (serde_json::Value, String) {
+        let round_started = Instant::now();
         let mut paused = self.apply_paused(index, when, round);
+        let to_pause = round_started.elapsed();
         let mut child = paused.0.take().expect("child");
         child.kill().expect("SIGKILL the paused apply");
         child.wait().expect("reap the killed apply");
@@ -244,14 +246,20 @@ impl Host {
             fs::write(self.journal_path(), &bytes[..bytes.len() / 2]).expect("tear the journal");
         }
 
+        let recover_started = Instant::now();
         let out = self.apply();
+        let recover_and_apply = recover_started.elapsed();
         assert_eq!(out.status.code(), Some(0), "{what}: {}", show(&out));
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let recovery = stderr
             .lines()
             .find(|l| l.starts_with("recovery: "))
             .unwrap_or_else(|| panic!("{what}: no recovery reported: {}", show(&out)));
-        eprintln!("{what}: {recovery}");
+        eprintln!(
+            "{what}: paused after {:.1}s, recovered and applied in {:.1}s: {recovery}",
+            to_pause.as_secs_f64(),
+            recover_and_apply.as_secs_f64()
+        );
         let expected = if torn {
             "moved aside"
         } else if journal["commit_point"]
