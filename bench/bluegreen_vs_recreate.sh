@@ -16,6 +16,8 @@
 #
 # Environment: CONCURRENCY (8), WARMUP (500), AFTER (2000), MAX_DURATION (90s),
 #   VARIANTS ("recreate blue-green"), CARGO_TARGET_DIR (target),
+#   BIN_DIR (unset: build with cargo; set: use the reconciler and reconciler-load binaries in
+#   it as they are, e.g. a copy of an earlier release build, to compare two builds),
 #   KEEP_WORK=1 (keep the temp dir with the repos, apply logs and load reports; the
 #   containers are removed regardless).
 # Needs: docker, cargo, git, curl, jq.
@@ -57,12 +59,17 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-log "building (cargo build --release) and the test images (app, nginx)"
-cargo build --release --quiet --bin reconciler --bin reconciler-load
-target_dir=${CARGO_TARGET_DIR:-target}
-RECONCILER="$target_dir/release/reconciler"
-LOAD="$target_dir/release/reconciler-load"
-[[ -x "$RECONCILER" && -x "$LOAD" ]] || die "binaries not found under $target_dir/release"
+if [[ -n "${BIN_DIR:-}" ]]; then
+    log "using the binaries in $BIN_DIR (no build); building the test images (app, nginx)"
+    bin_dir=$BIN_DIR
+else
+    log "building (cargo build --release) and the test images (app, nginx)"
+    cargo build --release --quiet --bin reconciler --bin reconciler-load
+    bin_dir=${CARGO_TARGET_DIR:-target}/release
+fi
+RECONCILER="$bin_dir/reconciler"
+LOAD="$bin_dir/reconciler-load"
+[[ -x "$RECONCILER" && -x "$LOAD" ]] || die "binaries not found under $bin_dir"
 tests/images/build.sh app nginx 2>"$work/images.log" || { cat "$work/images.log" >&2; die "tests/images/build.sh failed"; }
 
 # A free port on 127.0.0.1: bind port 0 and release it (the kernel does not hand it out again

@@ -250,9 +250,11 @@ pub async fn run(cli: Cli) -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             print_error(&e);
+            // Exit 1 only when a release was tried and failed; a journal that cannot be started
+            // means nothing was changed: exit 2.
             let failed_release = e
                 .downcast_ref::<ReconcileError>()
-                .is_some_and(|r| matches!(r, ReconcileError::Apply(_)))
+                .is_some_and(ReconcileError::is_failed_release)
                 || e.downcast_ref::<crate::deploy::DeployError>()
                     .is_some_and(|d| d.is_failed_release());
             ExitCode::from(if failed_release {
@@ -331,8 +333,8 @@ async fn prepare(
         Err(e) => return Err(e.into()),
     };
     let engine = connect(docker_host).await?;
-    // diff changes nothing, recovery included; it says what the next apply will do first.
     if let Some(note) = recovery::pending(state_dir, &loaded.desired.release) {
+        // diff changes nothing, recovery included; it says what the next apply will do first.
         eprintln!("note: {note}");
     }
     let plan = reconcile::plan(&engine, &loaded.desired).await?;

@@ -84,9 +84,7 @@ pub enum DeployError {
 impl DeployError {
     /// The release was tried and failed (exit 1), as opposed to not started (exit 2).
     pub fn is_failed_release(&self) -> bool {
-        // A journal that cannot be started means nothing was changed: not a failed release.
-        matches!(self, DeployError::Reconcile(ReconcileError::Apply(a))
-            if !matches!(**a, crate::apply::ApplyError::Journal { .. }))
+        matches!(self, DeployError::Reconcile(r) if r.is_failed_release())
     }
 }
 

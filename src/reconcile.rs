@@ -73,6 +73,12 @@ impl From<ApplyError> for ReconcileError {
 impl ReconcileError {
     /// Bad input (the operator must change something) as opposed to a failed or unreachable
     /// host: decides the exit code and whether the daemon retries.
+    /// A release that was tried and failed (and was rolled back), as opposed to one that never
+    /// started (a journal that cannot be written changes nothing).
+    pub fn is_failed_release(&self) -> bool {
+        matches!(self, ReconcileError::Apply(a) if !matches!(**a, ApplyError::Journal { .. }))
+    }
+
     pub fn is_input_error(&self) -> bool {
         matches!(self, ReconcileError::Spec(_) | ReconcileError::Plan(_))
     }

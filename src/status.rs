@@ -269,10 +269,10 @@ pub fn render_text(s: &Status) -> String {
         Some(sus) => {
             let _ = writeln!(
                 out,
-                "  sync:      SUSPENDED by {} at {} ({:?}{}); `reconciler resume` re-enables it",
+                "  sync:      SUSPENDED by {} at {} ({}{}); `reconciler resume` re-enables it",
                 sus.by,
                 sus.at,
-                sus.reason,
+                sus.reason.as_str(),
                 sus.message
                     .as_deref()
                     .map(|m| format!(": {m}"))

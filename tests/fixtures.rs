@@ -697,26 +697,19 @@ fn psql_ok(id: &str, password: &str, sql: &str) -> String {
 /// Runs the postgres image on `volume` and waits until it accepts TCP connections (the
 /// entrypoint's setup server listens on the socket only, so this is after initialisation).
 fn run_postgres(c: &Cleanup, volume: &str, password: &str) -> (String, u16) {
-    let mount = format!("{volume}:/var/lib/postgresql/data");
     let env_password = format!("POSTGRES_PASSWORD={password}");
+    run_postgres_with(c, volume, &["-e", &env_password])
+}
+
+/// As [`run_postgres`], the password given by `extra` docker run arguments.
+fn run_postgres_with(c: &Cleanup, volume: &str, extra: &[&str]) -> (String, u16) {
+    let mount = format!("{volume}:/var/lib/postgresql/data");
     let env_user = format!("POSTGRES_USER={PG_USER}");
     let env_db = format!("POSTGRES_DB={PG_DB}");
     let publish = format!("127.0.0.1:0:{POSTGRES_PORT}");
-    let id = c.run(
-        &[
-            "-p",
-            &publish,
-            "-v",
-            &mount,
-            "-e",
-            &env_password,
-            "-e",
-            &env_user,
-            "-e",
-            &env_db,
-        ],
-        POSTGRES,
-    );
+    let mut args = vec!["-p", &publish, "-v", &mount, "-e", &env_user, "-e", &env_db];
+    args.extend_from_slice(extra);
+    let id = c.run(&args, POSTGRES);
     let port = host_port(&id, POSTGRES_PORT);
     poll(
         "PostgreSQL to accept TCP connections",
@@ -869,6 +862,40 @@ fn postgres_refuses_to_initialise_without_a_password() {
     assert!(
         all_output(&logs).contains("POSTGRES_PASSWORD"),
         "{}",
+        common::show(&logs)
+    );
+}
+
+#[test]
+fn postgres_takes_the_password_from_a_file() {
+    images::ensure_images(&["postgres"]);
+    let mut c = Cleanup::new("postgres-pwfile");
+    let vol = c.volume("pgdata");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("pg-password");
+    std::fs::write(&file, "from-a-file\n").expect("write password file");
+    // Read by the postgres user in the container, as with Docker secrets (0444).
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o444))
+        .expect("chmod");
+    let mount = format!("{}:/run/secrets/pg-password:ro", file.display());
+    let (id, _) = run_postgres_with(
+        &c,
+        &vol,
+        &[
+            "-v",
+            &mount,
+            "-e",
+            "POSTGRES_PASSWORD_FILE=/run/secrets/pg-password",
+        ],
+    );
+    assert_eq!(psql_ok(&id, "from-a-file", "select 1"), "1");
+    let logs = Command::new("docker")
+        .args(["logs", &id])
+        .output()
+        .expect("docker logs");
+    assert!(
+        !all_output(&logs).contains("from-a-file"),
+        "the password is in the log: {}",
         common::show(&logs)
     );
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::docker::{docker, inspect, TestRelease, APP_V1, APP_V2};
 use reconciler::engine::Engine;
-use reconciler::proxy::{self, ProxyError, ProxyFile, UpstreamTarget};
+use reconciler::proxy::{self, ProxyError, ProxyFile, Servers, UpstreamTarget};
 
 const NGINX: &str = "reconciler-test/nginx:1";
 const UPSTREAMS: &str = "/etc/nginx/reconciler/upstreams.conf";
@@ -39,8 +39,10 @@ fn upstreams(rel: &str, color: &str) -> ProxyFile {
     let target = UpstreamTarget {
         upstream: "api".into(),
         service: "api".into(),
-        color: color.into(),
-        container: format!("{rel}-api-{color}"),
+        servers: Servers::Color {
+            color: color.into(),
+            container: format!("{rel}-api-{color}"),
+        },
         port: 8000,
     };
     ProxyFile {

@@ -1,14 +1,16 @@
 //! The upstreams file: exact text (it is read back by machines and diffed by people) and the
 //! round trip through `serving_colors`.
 
-use reconciler::proxy::{render_upstreams, serving_colors, UpstreamTarget};
+use reconciler::proxy::{render_upstreams, serving_colors, Servers, UpstreamTarget};
 
 fn target(upstream: &str, service: &str, color: &str, port: u16) -> UpstreamTarget {
     UpstreamTarget {
         upstream: upstream.into(),
         service: service.into(),
-        color: color.into(),
-        container: format!("shop-{service}-{color}"),
+        servers: Servers::Color {
+            color: color.into(),
+            container: format!("shop-{service}-{color}"),
+        },
         port,
     }
 }

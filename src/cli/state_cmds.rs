@@ -384,9 +384,15 @@ pub(super) async fn lock(state_dir: &Path, cmd: LockCommand) -> anyhow::Result<u
                 ),
                 lock::Forced::Released { holder, after } => (
                     format!(
-                        "Release {name}: sent SIGTERM to pid {}; it rolled back and released the lock after {:.1}s.",
+                        "Release {name}: sent SIGTERM to pid {} ({}); it rolled back and released the lock after {:.1}s.{}",
                         holder.pid,
-                        after.as_secs_f64()
+                        holder.actor,
+                        after.as_secs_f64(),
+                        if holder.trigger == "cli" {
+                            ""
+                        } else {
+                            " That was the daemon: it has stopped (its service manager restarts it)."
+                        }
                     ),
                     Some(holder.clone()),
                 ),

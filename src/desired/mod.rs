@@ -116,8 +116,11 @@ pub struct DesiredService {
     pub gate: Gate,
     /// blue-green: checked through the proxy after the switch.
     pub verify: Option<Verify>,
-    /// blue-green: the longest wait for nginx's old workers before the old color is stopped.
+    /// blue-green and rolling: the longest wait for nginx's old workers before the old
+    /// container is stopped.
     pub drain: Duration,
+    /// `deploy.replicas` (1 when absent); more than one only with `strategy: rolling`.
+    pub replicas: u32,
 }
 
 /// A value in a container's environment. Values from `secrets:` and from `env_file`s are

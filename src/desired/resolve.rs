@@ -124,6 +124,7 @@ pub fn resolve(
                     dependencies: svc.dependencies(),
                     gate: gate_for(svc),
                     verify: None,
+                    replicas: svc.deploy.as_ref().and_then(|d| d.replicas).unwrap_or(1),
                     drain: svc
                         .drain
                         .as_ref()

@@ -16,10 +16,14 @@ use serde_json::Value;
 use crate::desired::resolve::PROXY;
 use crate::desired::{DesiredProxy, DesiredRelease, DesiredService};
 use crate::live::{ContainerState, Health, LiveContainer, LiveState};
-use crate::proxy::{render_upstreams, serving_colors, ProxyFile, UpstreamTarget};
+use crate::proxy::{
+    parse_upstreams, read_markers, render_upstreams, serving_colors, upstream_hosts, ProxyFile,
+    Servers, UpstreamTarget,
+};
 use crate::secret::REDACTED;
 use crate::spec::model::Strategy;
 
+use super::rolling::{plan_rolling, RollingOutcome};
 use super::{Action, Change, ChangeAction, FieldChange, ObjectKind, Plan, Step};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,22 +40,28 @@ pub enum PlanError {
 
 /// Accumulates the three phases of steps and the changes as the planner walks the objects.
 #[derive(Default)]
-struct Builder {
+pub(super) struct Builder {
     pulls: Vec<Step>,
     main: Vec<Step>,
     finals: Vec<Step>,
-    changes: Vec<Change>,
+    pub(super) changes: Vec<Change>,
     notes: Vec<String>,
+    /// The proxy's upstreams as a running nginx serves them at this point of the plan, when
+    /// the proxy stays and its live file is fully ours with every server running: only then
+    /// can a rolling service switch replica by replica (each switch rewrites this).
+    pub(super) upstreams: Option<Vec<UpstreamTarget>>,
+    /// Proxy files the plan already delivered before the final switch (path → content).
+    pub(super) delivered: BTreeMap<String, String>,
 }
 
 impl Builder {
-    fn main(&mut self, action: Action, reason: impl Into<String>) {
+    pub(super) fn main(&mut self, action: Action, reason: impl Into<String>) {
         self.main.push(Step {
             action,
             reason: reason.into(),
         });
     }
-    fn last(&mut self, action: Action, reason: impl Into<String>) {
+    pub(super) fn last(&mut self, action: Action, reason: impl Into<String>) {
         self.finals.push(Step {
             action,
             reason: reason.into(),
@@ -61,7 +71,13 @@ impl Builder {
     /// Takes a container out of service for the rest of the release: stopped if it runs
     /// (undoable), moved aside when its name is needed by a new container (undoable), and
     /// removed in the final phase, once every gate passed.
-    fn take_out(&mut self, service: &str, c: &LiveContainer, move_aside: bool, reason: &str) {
+    pub(super) fn take_out(
+        &mut self,
+        service: &str,
+        c: &LiveContainer,
+        move_aside: bool,
+        reason: &str,
+    ) {
         if is_active(c.state) {
             self.main(
                 Action::StopContainer {
@@ -180,9 +196,10 @@ pub fn plan(desired: &DesiredRelease, live: &LiveState) -> Result<Plan, PlanErro
         }
     }
 
-    // Which color each routed service serves from after this release, and which containers
-    // the switch retires.
-    let mut serving: BTreeMap<String, (String, String)> = BTreeMap::new();
+    b.upstreams = steady_upstreams(desired, live);
+    // What serves each routed service after this release, and which containers the switch
+    // retires.
+    let mut serving: BTreeMap<String, Servers> = BTreeMap::new();
     let mut switched: Vec<&DesiredService> = Vec::new();
     let mut retired: Vec<(String, String)> = Vec::new();
     for svc in &desired.services {
@@ -192,7 +209,17 @@ pub fn plan(desired: &DesiredRelease, live: &LiveState) -> Result<Plan, PlanErro
             .filter(|c| c.service == svc.name)
             .collect();
         match svc.strategy {
-            Strategy::Recreate => plan_recreate(&mut b, svc, &desired.revision, &containers, live),
+            Strategy::Recreate => {
+                let old = plan_recreate(
+                    &mut b,
+                    svc,
+                    &desired.revision,
+                    &containers,
+                    live,
+                    desired.proxy.as_ref(),
+                );
+                retired.extend(old.into_iter().map(|n| (svc.name.clone(), n)));
+            }
             Strategy::BlueGreen => {
                 let Some(proxy) = &desired.proxy else {
                     return Err(unsupported(
@@ -209,15 +236,34 @@ pub fn plan(desired: &DesiredRelease, live: &LiveState) -> Result<Plan, PlanErro
                     switched.push(svc);
                 }
                 retired.extend(outcome.retired.into_iter().map(|n| (svc.name.clone(), n)));
-                serving.insert(svc.name.clone(), (outcome.color.clone(), outcome.container));
+                serving.insert(
+                    svc.name.clone(),
+                    Servers::Color {
+                        color: outcome.color,
+                        container: outcome.container,
+                    },
+                );
             }
             Strategy::Rolling => {
-                return Err(unsupported(
-                    "service",
-                    &svc.name,
-                    "strategy rolling is not supported yet".to_string(),
-                    "use strategy: blue-green (one replica) or recreate",
-                ))
+                let Some(proxy) = &desired.proxy else {
+                    return Err(unsupported(
+                        "service",
+                        &svc.name,
+                        "rolling replaces replicas behind the proxy, and the spec has none"
+                            .to_string(),
+                        "declare proxy: with a route to this service, or use strategy: recreate",
+                    ));
+                };
+                let RollingOutcome {
+                    servers,
+                    switched: rolled,
+                    retired: old,
+                } = plan_rolling(&mut b, svc, &desired.revision, &containers, live, proxy);
+                if rolled {
+                    switched.push(svc);
+                }
+                retired.extend(old.into_iter().map(|n| (svc.name.clone(), n)));
+                serving.insert(svc.name.clone(), servers);
             }
         }
     }
@@ -335,13 +381,16 @@ pub fn plan(desired: &DesiredRelease, live: &LiveState) -> Result<Plan, PlanErro
 
 /// Recreate: stop the running container and move it aside (kept, so a failed gate can put it
 /// back), create and start the new one, gate it; the old one is removed in the final phase.
+/// Returns the leftovers the proxy still sends traffic to (from a routed strategy before),
+/// which keep running until the final switch.
 fn plan_recreate(
     b: &mut Builder,
     svc: &DesiredService,
     revision: &str,
     containers: &[&LiveContainer],
     live: &LiveState,
-) {
+    proxy: Option<&DesiredProxy>,
+) -> Vec<String> {
     let current = containers.iter().find(|c| c.name == svc.container_name);
     let leftovers: Vec<&&LiveContainer> = containers
         .iter()
@@ -414,10 +463,18 @@ fn plan_recreate(
                 fields: Vec::new(),
             });
         }
+        let hosts = proxy.map(|p| serving_hosts(live, p)).unwrap_or_default();
+        let mut serving = Vec::new();
         for c in leftovers {
-            b.take_out(&svc.name, c, false, "left over from an interrupted release");
+            if hosts.contains(&c.name) && c.state == ContainerState::Running {
+                serving.push(c.name.clone());
+            } else {
+                b.take_out(&svc.name, c, false, "left over from an interrupted release");
+            }
         }
+        return serving;
     }
+    Vec::new()
 }
 
 /// What a blue-green service looks like after its steps.
@@ -434,7 +491,7 @@ struct BlueGreenOutcome {
 
 pub const COLORS: [&str; 2] = ["blue", "green"];
 
-fn other_color(color: &str) -> &'static str {
+pub(super) fn other_color(color: &str) -> &'static str {
     if color == COLORS[0] {
         COLORS[1]
     } else {
@@ -511,19 +568,33 @@ fn plan_blue_green(
                 reason: "containers left over from an interrupted release".to_string(),
                 fields: Vec::new(),
             });
-            retire(b, svc, &leftovers);
         }
+        let still_serving = retire_unless_serving(b, svc, &leftovers, live, proxy);
         let color = serving_color.unwrap_or_else(|| COLORS[0].to_string());
         return BlueGreenOutcome {
             container: colored(&color),
             color,
             switched: false,
-            retired: Vec::new(),
+            retired: still_serving,
         };
     };
 
+    // Not the color the file names even when that container is gone: the running nginx may
+    // still hold its name until the switch.
+    let file_color = live
+        .proxy_files
+        .get(&proxy.upstreams_path)
+        .cloned()
+        .flatten()
+        .and_then(|text| {
+            serving_colors(&text)
+                .into_values()
+                .find(|(service, _)| *service == svc.name)
+                .map(|(_, color)| color)
+        });
     let new_color = serving_color
         .as_deref()
+        .or(file_color.as_deref())
         .map(other_color)
         .unwrap_or(COLORS[0])
         .to_string();
@@ -548,7 +619,7 @@ fn plan_blue_green(
         .collect();
     leftovers.retain(|c| c.name != new_name);
     retire(b, svc, &blocking);
-    retire(b, svc, &leftovers);
+    let still_serving = retire_unless_serving(b, svc, &leftovers, live, proxy);
     b.main(
         Action::CreateContainer {
             service: svc.name.clone(),
@@ -585,12 +656,75 @@ fn plan_blue_green(
         color: new_color,
         container: new_name,
         switched: true,
-        retired: current.map(|c| vec![c.name.clone()]).unwrap_or_default(),
+        retired: current
+            .map(|c| c.name.clone())
+            .into_iter()
+            .chain(still_serving)
+            .collect(),
     }
 }
 
+/// Retires the leftovers the proxy does not send traffic to now; returns the names of those
+/// it does (left behind by another strategy, say), which keep running until the switch has
+/// moved traffic away, and are removed after it.
+pub(super) fn retire_unless_serving(
+    b: &mut Builder,
+    svc: &DesiredService,
+    leftovers: &[&&LiveContainer],
+    live: &LiveState,
+    proxy: &DesiredProxy,
+) -> Vec<String> {
+    let hosts = serving_hosts(live, proxy);
+    let (serving, idle): (Vec<&&LiveContainer>, Vec<&&LiveContainer>) = leftovers
+        .iter()
+        .copied()
+        .partition(|c| hosts.contains(&c.name) && c.state == ContainerState::Running);
+    retire(b, svc, &idle);
+    serving.into_iter().map(|c| c.name.clone()).collect()
+}
+
+/// The containers the running proxy sends traffic to now, by its live upstreams file.
+pub(super) fn serving_hosts(live: &LiveState, proxy: &DesiredProxy) -> BTreeSet<String> {
+    let runs = live
+        .containers
+        .iter()
+        .any(|c| c.name == proxy.container_name && c.state == ContainerState::Running);
+    match live.proxy_files.get(&proxy.upstreams_path) {
+        Some(Some(text)) if runs => upstream_hosts(text).into_iter().collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// The live upstreams when a rolling service may switch replica by replica: the proxy stays
+/// (running, same container config), its upstreams file is exactly one we rendered, and every
+/// server in it runs, so any rewrite of one block passes `nginx -t`. Otherwise `None`, and
+/// every service switches in the release's one final reload.
+fn steady_upstreams(desired: &DesiredRelease, live: &LiveState) -> Option<Vec<UpstreamTarget>> {
+    let proxy = desired.proxy.as_ref()?;
+    let container = live
+        .containers
+        .iter()
+        .find(|c| c.name == proxy.container_name)?;
+    if container.state != ContainerState::Running
+        || container.config_hash.as_deref() != Some(proxy.config_hash.as_str())
+    {
+        return None;
+    }
+    let text = live.proxy_files.get(&proxy.upstreams_path)?.as_ref()?;
+    let targets = parse_upstreams(&desired.release, text)?;
+    let all_run = targets
+        .iter()
+        .flat_map(|t| t.servers.containers())
+        .all(|h| {
+            live.containers
+                .iter()
+                .any(|c| c.name == h && c.state == ContainerState::Running)
+        });
+    all_run.then_some(targets)
+}
+
 /// Containers of a blue-green service that do not serve: out of the way of the new color.
-fn retire(b: &mut Builder, svc: &DesiredService, containers: &[&&LiveContainer]) {
+pub(super) fn retire(b: &mut Builder, svc: &DesiredService, containers: &[&&LiveContainer]) {
     for c in containers {
         b.take_out(
             &svc.name,
@@ -608,22 +742,25 @@ fn plan_proxy(
     b: &mut Builder,
     desired: &DesiredRelease,
     proxy: &DesiredProxy,
-    serving: &BTreeMap<String, (String, String)>,
+    serving: &BTreeMap<String, Servers>,
     live: &LiveState,
 ) {
     let targets: Vec<UpstreamTarget> = proxy
         .routes
         .iter()
         .map(|r| {
-            let (color, container) = serving.get(&r.service).cloned().unwrap_or_else(|| {
-                // A route to a recreate service points at its single container.
-                (String::new(), format!("{}-{}", desired.release, r.service))
-            });
+            let servers = serving
+                .get(&r.service)
+                .cloned()
+                .unwrap_or_else(|| Servers::Color {
+                    // A route to a recreate service points at its single container.
+                    color: String::new(),
+                    container: format!("{}-{}", desired.release, r.service),
+                });
             UpstreamTarget {
                 upstream: r.upstream.clone(),
                 service: r.service.clone(),
-                color,
-                container,
+                servers,
                 port: r.port,
             }
         })
@@ -643,10 +780,15 @@ fn plan_proxy(
         .containers
         .iter()
         .find(|c| c.name == proxy.container_name);
+    // Compared with what nginx will have after the plan's earlier (rolling) switches.
     let changed_files: Vec<ProxyFile> = wanted
         .iter()
         .filter(|f| {
-            live.proxy_files.get(&f.path).cloned().flatten().as_deref() != Some(f.content.as_str())
+            let current = match b.delivered.get(&f.path) {
+                Some(text) => Some(text.clone()),
+                None => live.proxy_files.get(&f.path).cloned().flatten(),
+            };
+            current.as_deref() != Some(f.content.as_str())
         })
         .cloned()
         .collect();
@@ -656,19 +798,16 @@ fn plan_proxy(
             .get(&proxy.upstreams_path)
             .cloned()
             .flatten()
-            .map(|t| serving_colors(&t))
+            .map(|t| read_markers(&t))
             .unwrap_or_default();
         let mut fields = Vec::new();
         for f in files {
             if f.path == proxy.upstreams_path {
                 for t in &targets {
-                    let old = before.get(&t.upstream).map(|(_, c)| c.clone());
-                    if old.as_deref() != Some(t.color.as_str()) {
-                        fields.push(field(
-                            &format!("upstream.{}", t.upstream),
-                            old,
-                            Some(t.color.clone()),
-                        ));
+                    let old = before.get(&t.upstream).map(crate::proxy::Marker::describe);
+                    let new = t.servers.describe();
+                    if old.as_deref() != Some(new.as_str()) {
+                        fields.push(field(&format!("upstream.{}", t.upstream), old, Some(new)));
                     }
                 }
             } else {
@@ -766,7 +905,7 @@ fn plan_proxy(
 }
 
 /// Why a live container no longer matches its desired service, if it does not.
-fn compare(
+pub(super) fn compare(
     svc: &DesiredService,
     live_container: &LiveContainer,
     live: &LiveState,
@@ -898,7 +1037,7 @@ fn display_value(value: &Value) -> String {
     }
 }
 
-fn field(path: &str, old: Option<String>, new: Option<String>) -> FieldChange {
+pub(super) fn field(path: &str, old: Option<String>, new: Option<String>) -> FieldChange {
     FieldChange {
         path: path.to_string(),
         old,

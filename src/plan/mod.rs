@@ -11,6 +11,7 @@
 
 mod build;
 mod render;
+mod rolling;
 
 use serde::Serialize;
 
@@ -22,6 +23,7 @@ use crate::spec::model::{NetworkSpec, VolumeSpec};
 
 pub use build::{plan, PlanError};
 pub use render::{render_json, render_steps, render_text, summary};
+pub use rolling::slot_container;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {

@@ -176,20 +176,10 @@ fn sim_step(live: &mut LiveState, action: &Action) -> Effect {
                 );
             }
             Action::RemoveContainer { name, .. } => {
-                let proxy_runs = live.containers.iter().any(|c| {
-                    c.name == format!("{}-proxy", live.release)
-                        && c.state == ContainerState::Running
-                });
-                let serving: Vec<String> = live
-                    .proxy_files
-                    .iter()
-                    .filter(|(path, _)| !path.contains('\0'))
-                    .filter_map(|(_, text)| text.as_ref())
-                    .filter(|_| proxy_runs)
-                    .flat_map(|text| crate::proxy::serving_colors(text).into_values())
-                    .map(|(service, color)| format!("{}-{service}-{color}", live.release))
-                    .collect();
-                assert!(!serving.contains(name), "removed {name} while it serves");
+                assert!(
+                    !sim_serving(live).contains(name),
+                    "removed {name} while it serves"
+                );
                 live.containers.retain(|c| &c.name != name);
                 sim_move_files(live, name, "");
             }
@@ -205,8 +195,7 @@ fn sim_step(live: &mut LiveState, action: &Action) -> Effect {
                 let c = live.containers.iter().find(|c| &c.name == name).unwrap();
                 assert_eq!(c.state, ContainerState::Running, "reloaded a stopped proxy");
                 for f in files {
-                    for (_, (service, color)) in crate::proxy::serving_colors(&f.content) {
-                        let target = format!("{}-{service}-{color}", live.release);
+                    for target in crate::proxy::upstream_hosts(&f.content) {
                         let t = live.containers.iter().find(|c| c.name == target);
                         assert!(
                             t.is_some_and(|t| t.state == ContainerState::Running),
@@ -231,6 +220,21 @@ fn sim_step(live: &mut LiveState, action: &Action) -> Effect {
         }
     }
     effect
+}
+
+/// The containers a running proxy sends traffic to (the `server`s of its files).
+fn sim_serving(live: &LiveState) -> Vec<String> {
+    let proxy_runs = live
+        .containers
+        .iter()
+        .any(|c| c.name == format!("{}-proxy", live.release) && c.state == ContainerState::Running);
+    live.proxy_files
+        .iter()
+        .filter(|(path, _)| !path.contains('\0'))
+        .filter_map(|(_, text)| text.as_ref())
+        .filter(|_| proxy_runs)
+        .flat_map(|text| crate::proxy::upstream_hosts(text))
+        .collect()
 }
 
 /// The proxy's files live inside its container, and the plan reads those of the container
@@ -737,6 +741,182 @@ fn json_has_the_documented_fields() {
     assert_eq!(j["steps"][3]["action"], "create");
 }
 
+const ROLLING: &str = r#"
+version: 1
+release: shop
+networks: { edge: {} }
+proxy:
+  image: nginx:1
+  config: nginx.conf
+  ports: ["127.0.0.1:8080:80"]
+  networks: [edge]
+  routes: { api: { service: api, port: 8000 } }
+services:
+  api:
+    image: shop-api:1
+    strategy: rolling
+    deploy: { replicas: 3 }
+    networks: [edge]
+    verify: { path: /version }
+    drain: 2s
+"#;
+
+fn upstreams_of(live: &LiveState) -> String {
+    live.proxy_files["/etc/nginx/reconciler/upstreams.conf"]
+        .clone()
+        .unwrap()
+}
+
+#[test]
+fn rolling_first_deploy_starts_every_replica_then_the_proxy() {
+    let d = desired(ROLLING);
+    let live = live_with_images(&d);
+    let p = plan(&d, &live).unwrap();
+    assert_eq!(
+        kinds(&p),
+        [
+            "create_network",
+            "create",
+            "start",
+            "gate",
+            "create",
+            "start",
+            "gate",
+            "create",
+            "start",
+            "gate",
+            "create",
+            "seed_proxy",
+            "start",
+            "gate",
+            "verify"
+        ]
+    );
+    assert_eq!(p.steps[1].action.target(), "shop-api-1-blue");
+    assert_eq!(p.steps[7].action.target(), "shop-api-3-blue");
+    let after = simulate(&live, &p);
+    let text = upstreams_of(&after);
+    assert!(
+        text.contains("slots=1:blue,2:blue,3:blue\nupstream api {\n    server shop-api-1-blue:8000;\n    server shop-api-2-blue:8000;\n    server shop-api-3-blue:8000;\n}"),
+        "{text}"
+    );
+    assert!(plan(&d, &after).unwrap().in_sync());
+}
+
+#[test]
+fn rolling_replaces_one_replica_at_a_time_start_first() {
+    let d1 = desired(ROLLING);
+    let live = simulate(
+        &live_with_images(&d1),
+        &plan(&d1, &live_with_images(&d1)).unwrap(),
+    );
+    let d2 = desired(&ROLLING.replace("shop-api:1", "shop-api:2"));
+    let p = plan(&d2, &live).unwrap();
+    let one = ["create", "start", "gate", "switch", "drain", "stop"];
+    let mut expected = vec!["pull"];
+    for _ in 0..3 {
+        expected.extend(one);
+    }
+    expected.extend(["verify", "remove", "remove", "remove"]);
+    assert_eq!(kinds(&p), expected, "{}", render_text(&p));
+    // Replica 2's switch: 1 already moved, 2 moves now, 3 still old.
+    let Action::ConfigureProxy { files, .. } = &p.steps[10].action else {
+        panic!("{:?}", p.steps[10].action)
+    };
+    assert!(
+        files[0].content.contains("slots=1:green,2:green,3:blue"),
+        "{}",
+        files[0].content
+    );
+    assert_eq!(
+        p.steps[12].action.target(),
+        "shop-api-2-blue",
+        "old replica 2 stops"
+    );
+    let text = render_text(&p);
+    assert!(
+        text.contains("slots: 1:blue,2:blue,3:blue -> 1:green,2:green,3:green"),
+        "{text}"
+    );
+    let after = simulate(&live, &p);
+    assert!(plan(&d2, &after).unwrap().in_sync());
+
+    // A failed gate on replica 2 unwinds to the old release, file byte-identical.
+    let gate2 = p
+        .steps
+        .iter()
+        .position(|s| matches!(&s.action, Action::AwaitHealthy { name, .. } if name == "shop-api-2-green"))
+        .unwrap();
+    let mut host = live.clone();
+    let mut undo = Vec::new();
+    for step in &p.steps[..gate2] {
+        let effect = sim_step(&mut host, &step.action);
+        undo.extend(inverse(&step.action, effect));
+    }
+    for u in undo.iter().rev() {
+        sim_undo(&mut host, u);
+    }
+    assert_eq!(host_state(&host), host_state(&live));
+    assert_eq!(upstreams_of(&host), upstreams_of(&live));
+}
+
+#[test]
+fn rolling_scales_up_and_down() {
+    let d3 = desired(ROLLING);
+    let live = simulate(
+        &live_with_images(&d3),
+        &plan(&d3, &live_with_images(&d3)).unwrap(),
+    );
+    let d2 = desired(&ROLLING.replace("replicas: 3", "replicas: 2"));
+    let p = plan(&d2, &live).unwrap();
+    assert_eq!(
+        kinds(&p),
+        ["switch", "drain", "stop", "verify", "remove"],
+        "{}",
+        render_text(&p)
+    );
+    assert_eq!(p.steps[4].action.target(), "shop-api-3-blue");
+    let two = simulate(&live, &p);
+    assert!(plan(&d2, &two).unwrap().in_sync());
+    assert!(upstreams_of(&two).contains("slots=1:blue,2:blue\n"));
+
+    let d4 = desired(&ROLLING.replace("replicas: 3", "replicas: 4"));
+    let p = plan(&d4, &two).unwrap();
+    assert_eq!(
+        kinds(&p),
+        ["create", "start", "gate", "switch", "create", "start", "gate", "switch", "verify"],
+        "{}",
+        render_text(&p)
+    );
+    let four = simulate(&two, &p);
+    assert!(upstreams_of(&four).contains("slots=1:blue,2:blue,3:blue,4:blue\n"));
+    assert!(plan(&d4, &four).unwrap().in_sync());
+}
+
+#[test]
+fn a_stopped_replica_is_repaired_in_the_final_switch() {
+    let d = desired(ROLLING);
+    let mut live = simulate(
+        &live_with_images(&d),
+        &plan(&d, &live_with_images(&d)).unwrap(),
+    );
+    live.containers
+        .iter_mut()
+        .find(|c| c.name == "shop-api-2-blue")
+        .unwrap()
+        .state = ContainerState::Exited;
+    let p = plan(&d, &live).unwrap();
+    // nginx -t would fail on the stopped replica's name: no switch before it runs again.
+    assert_eq!(
+        kinds(&p),
+        ["create", "start", "gate", "switch", "verify", "drain", "remove"],
+        "{}",
+        render_text(&p)
+    );
+    assert_eq!(p.steps[0].action.target(), "shop-api-2-green");
+    assert!(plan(&d, &simulate(&live, &p)).unwrap().in_sync());
+}
+
 // ---- properties over random releases ----
 
 #[derive(Debug, Clone)]
@@ -746,7 +926,16 @@ struct RandomService {
     /// Bit i: depends on service i (only earlier services, so the graph is acyclic).
     deps: u8,
     network: u8,
-    blue_green: bool,
+    /// 0: recreate, 1: blue-green, 2: rolling.
+    strategy: u8,
+    /// Rolling: 1..=3.
+    replicas: u8,
+}
+
+impl RandomService {
+    fn routed(&self) -> bool {
+        self.strategy != 0
+    }
 }
 
 fn random_spec(services: &[RandomService]) -> String {
@@ -754,7 +943,7 @@ fn random_spec(services: &[RandomService]) -> String {
     let routed: Vec<String> = services
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.blue_green)
+        .filter(|(_, s)| s.routed())
         .map(|(i, _)| format!("r{i}: {{ service: s{i}, port: 80 }}"))
         .collect();
     if !routed.is_empty() {
@@ -770,13 +959,18 @@ fn random_spec(services: &[RandomService]) -> String {
             .map(|j| format!("s{j}"))
             .collect();
         y.push_str(&format!(
-            "  s{i}:\n    image: img{}:1\n    environment: {{ V: \"{}\" }}\n    networks: [n{}]\n    depends_on: [{}]\n    strategy: {}\n{}",
+            "  s{i}:\n    image: img{}:1\n    environment: {{ V: \"{}\" }}\n    networks: [n{}]\n    depends_on: [{}]\n    strategy: {}\n{}{}",
             s.image % 3,
             s.env % 3,
             s.network % 3,
             deps.join(", "),
-            if s.blue_green { "blue-green" } else { "recreate" },
-            if s.blue_green { "    verify: { path: /v }\n" } else { "" },
+            ["recreate", "blue-green", "rolling"][usize::from(s.strategy)],
+            if s.routed() { "    verify: { path: /v }\n" } else { "" },
+            if s.strategy == 2 {
+                format!("    deploy: {{ replicas: {} }}\n", s.replicas)
+            } else {
+                String::new()
+            },
         ));
     }
     y
@@ -789,15 +983,19 @@ fn services_strategy() -> impl Strategy<Value = Vec<RandomService>> {
             any::<u8>(),
             any::<u8>(),
             any::<u8>(),
-            any::<bool>(),
+            0..3u8,
+            1..4u8,
         )
-            .prop_map(|(image, env, deps, network, blue_green)| RandomService {
-                image,
-                env,
-                deps,
-                network,
-                blue_green,
-            }),
+            .prop_map(
+                |(image, env, deps, network, strategy, replicas)| RandomService {
+                    image,
+                    env,
+                    deps,
+                    network,
+                    strategy,
+                    replicas,
+                },
+            ),
         1..6,
     )
 }
@@ -900,6 +1098,15 @@ proptest! {
             }
         }
 
+        // With a proxy in the release, nothing is stopped while the proxy sends it traffic.
+        let mut host = live.clone();
+        for st in &p.steps {
+            if let (Some(_), Action::StopContainer { name, .. }) = (&d2.proxy, &st.action) {
+                prop_assert!(!sim_serving(&host).contains(name), "stopped {} while it serves", name);
+            }
+            sim_step(&mut host, &st.action);
+        }
+
         let converged = simulate(&live, &p);
         let again = plan(&d2, &converged).unwrap();
         prop_assert!(again.in_sync(), "not converged: {}", render_text(&again));
@@ -980,6 +1187,9 @@ proptest! {
         }
         // Step `failing` fails without effect; the executor unwinds.
         for u in undo.iter().rev() {
+            if let Undo::StopContainer(name) = u {
+                prop_assert!(!sim_serving(&host).contains(name), "undo stopped {} while it serves", name);
+            }
             sim_undo(&mut host, u);
         }
         prop_assert_eq!(host_state(&host), host_state(&live), "failure at step {} ({})", failing, p.steps[failing].action.kind());

@@ -11,7 +11,10 @@ mod render;
 pub use nginx::{
     install, old_workers, read_files, reload, restore, seed, PreviousFile, ProxyFile, Reloaded,
 };
-pub use render::{render_upstreams, serving_colors, UpstreamTarget};
+pub use render::{
+    parse_upstreams, read_markers, render_upstreams, serving_colors, upstream_hosts, Marker,
+    Servers, SlotTarget, UpstreamTarget,
+};
 
 use crate::engine::EngineError;
 

@@ -131,7 +131,8 @@ pub enum Strategy {
     Recreate,
     /// Start the new color beside the live one and switch the proxy (issue: blue-green).
     BlueGreen,
-    /// Replace replicas one at a time, start-first (issue: blue-green).
+    /// `deploy.replicas` containers behind the proxy, replaced one at a time, start-first, each
+    /// gated and switched in on its own (`plan::rolling`).
     Rolling,
 }
 

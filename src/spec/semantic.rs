@@ -21,7 +21,7 @@ pub fn check(spec: &ReleaseSpec) -> Vec<Issue> {
     out.extend(check_dependency_cycles(spec));
     out.extend(check_port_clashes(spec));
     out.extend(check_literal_secrets(spec));
-    out.extend(check_strategy_supported(spec));
+    out.extend(check_replicas(spec));
     out.extend(check_reserved_names(spec));
     out.extend(check_blue_green(spec));
     out.extend(check_routes(spec));
@@ -364,31 +364,37 @@ fn check_literal_secrets(spec: &ReleaseSpec) -> Vec<Issue> {
     out
 }
 
-/// Rolling replacement needs several replicas behind the proxy; until that lands it is rejected
-/// here, in one place, so lifting the restriction is a one-line change.
-pub fn check_strategy_supported(spec: &ReleaseSpec) -> Vec<Issue> {
+/// `deploy.replicas` above 1 means several containers of one service at once, which only
+/// `strategy: rolling` runs (each replica in its own slot behind the proxy): recreate and
+/// blue-green run one container per service, and silently ignoring the key would deploy fewer
+/// replicas than asked for.
+pub fn check_replicas(spec: &ReleaseSpec) -> Vec<Issue> {
     spec.services
         .iter()
-        .filter(|(_, s)| s.strategy == Strategy::Rolling)
-        .map(|(name, s)| {
-            Issue::new(
-                svc_path(name, "strategy"),
-                format!(
-                    "strategy `{}` is not supported yet: arrives with replicas behind the proxy",
-                    s.strategy.as_str()
-                ),
-                Some(
-                    "use `strategy: blue-green` (routed through `proxy:`) or `recreate` for now"
-                        .to_string(),
-                ),
-            )
+        .filter(|(_, s)| s.strategy != Strategy::Rolling)
+        .filter_map(|(name, s)| {
+            let n = s.deploy.as_ref()?.replicas?;
+            (n > 1).then(|| {
+                Issue::new(
+                    svc_path(name, "deploy.replicas"),
+                    format!(
+                        "`replicas: {n}` needs `strategy: rolling`; service `{name}` uses `{}`, which runs one container",
+                        s.strategy.as_str()
+                    ),
+                    Some(
+                        "set `strategy: rolling` and route the service through `proxy.routes`, or remove `deploy.replicas`"
+                            .to_string(),
+                    ),
+                )
+            })
         })
         .collect()
 }
 
 /// Names whose containers would collide with containers the reconciler creates itself: the
-/// proxy's `<release>-proxy` and the colors `<release>-<service>-blue|green` of a blue-green
-/// service. Checked even without a `proxy:` section, so adding one later cannot break a release.
+/// proxy's `<release>-proxy`, the colors `<release>-<service>-blue|green` of a blue-green
+/// service and the replicas `<release>-<service>-<slot>-blue|green` of a rolling one. Checked
+/// even without a `proxy:` section, so adding one later cannot break a release.
 fn check_reserved_names(spec: &ReleaseSpec) -> Vec<Issue> {
     let mut out = Vec::new();
     for name in spec.services.keys() {
@@ -413,6 +419,33 @@ fn check_reserved_names(spec: &ReleaseSpec) -> Vec<Issue> {
                 .filter(|s| s.strategy == Strategy::BlueGreen)
                 .map(|_| base)
         });
+        // `api-2` or `api-2-blue` beside rolling `api`: a replica's name, or one of its colors.
+        let replica_of = spec
+            .services
+            .iter()
+            .filter(|(_, s)| s.strategy == Strategy::Rolling)
+            .map(|(base, _)| base)
+            .find(|base| {
+                let Some(rest) = name.strip_prefix(&format!("{base}-")) else {
+                    return false;
+                };
+                let slot = COLORS
+                    .iter()
+                    .find_map(|c| rest.strip_suffix(&format!("-{c}")))
+                    .unwrap_or(rest);
+                !slot.is_empty() && slot.bytes().all(|b| b.is_ascii_digit())
+            });
+        if let Some(base) = replica_of {
+            out.push(Issue::new(
+                format!("services.{name}"),
+                format!(
+                    "container `{}-{name}` would clash with the replicas of rolling service `{base}` (`{}-{base}-<slot>-blue|green`)",
+                    spec.release, spec.release
+                ),
+                Some("rename the service; `-<number>` after a rolling service's name is its replica slot".to_string()),
+            ));
+            continue;
+        }
         if let Some(base) = color_of {
             out.push(Issue::new(
                 format!("services.{name}"),
@@ -427,33 +460,36 @@ fn check_reserved_names(spec: &ReleaseSpec) -> Vec<Issue> {
     out
 }
 
-/// Rules of `strategy: blue-green` on each service: it needs the proxy and a route (traffic is
-/// switched by rewriting the proxy's upstreams), its host ports would clash (both colors run at
-/// once), and `verify`/`drain` mean nothing without it.
+/// Rules of `strategy: blue-green` and `rolling` on each service: it needs the proxy and a
+/// route (traffic is switched by rewriting the proxy's upstreams), its host ports would clash
+/// (both colors, or old and new replicas, run at once), and `verify`/`drain` mean nothing
+/// without it.
 fn check_blue_green(spec: &ReleaseSpec) -> Vec<Issue> {
     let mut out = Vec::new();
     for (name, s) in &spec.services {
-        if s.strategy != Strategy::BlueGreen {
-            // Rolling is already reported as unsupported; one error per mistake.
-            if s.strategy == Strategy::Recreate {
-                for (key, present) in [("verify", s.verify.is_some()), ("drain", s.drain.is_some())]
-                {
-                    if present {
-                        out.push(Issue::new(
-                            svc_path(name, key),
-                            format!(
-                                "`{key}` only applies to `strategy: blue-green`; service `{name}` uses `{}`",
-                                s.strategy.as_str()
-                            ),
-                            Some(format!(
-                                "remove `{key}:`, or set `strategy: blue-green` and route the service through `proxy.routes`"
-                            )),
-                        ));
-                    }
+        if s.strategy == Strategy::Recreate {
+            for (key, present) in [("verify", s.verify.is_some()), ("drain", s.drain.is_some())] {
+                if present {
+                    out.push(Issue::new(
+                        svc_path(name, key),
+                        format!(
+                            "`{key}` only applies to `strategy: blue-green` or `rolling`; service `{name}` uses `{}`",
+                            s.strategy.as_str()
+                        ),
+                        Some(format!(
+                            "remove `{key}:`, or set `strategy: blue-green` (or `rolling`) and route the service through `proxy.routes`"
+                        )),
+                    ));
                 }
             }
             continue;
         }
+        let strategy = s.strategy.as_str();
+        let why_clash = if s.strategy == Strategy::Rolling {
+            "its old and new replicas run at once"
+        } else {
+            "both colors run at once during a deploy"
+        };
         for (i, p) in s.ports.iter().enumerate() {
             let shown = match p {
                 PortSpec::Short(t) => t.clone(),
@@ -462,7 +498,7 @@ fn check_blue_green(spec: &ReleaseSpec) -> Vec<Issue> {
             out.push(Issue::new(
                 svc_path(name, &format!("ports.{i}")),
                 format!(
-                    "blue-green service `{name}` publishes host port `{shown}`: both colors run at once during a deploy and would clash"
+                    "{strategy} service `{name}` publishes host port `{shown}`: {why_clash} and would clash"
                 ),
                 Some("remove it from the service and publish through the proxy (`proxy.ports`)".to_string()),
             ));
@@ -470,7 +506,7 @@ fn check_blue_green(spec: &ReleaseSpec) -> Vec<Issue> {
         let Some(proxy) = &spec.proxy else {
             out.push(Issue::new(
                 svc_path(name, "strategy"),
-                format!("strategy `blue-green` needs a top-level `proxy:` section; service `{name}` has no proxy to switch traffic"),
+                format!("strategy `{strategy}` needs a top-level `proxy:` section; service `{name}` has no proxy to switch traffic"),
                 Some(format!(
                     "add `proxy:` with `image`, `config` and a route `routes: {{ {name}: {{ service: {name}, port: PORT }} }}`, or use `strategy: recreate`"
                 )),
@@ -486,9 +522,9 @@ fn check_blue_green(spec: &ReleaseSpec) -> Vec<Issue> {
         if !route_typo && proxy.routes_to(name).next().is_none() {
             out.push(Issue::new(
                 svc_path(name, "strategy"),
-                format!("blue-green service `{name}` is not the target of any route in `proxy.routes`"),
+                format!("{strategy} service `{name}` is not the target of any route in `proxy.routes`"),
                 Some(format!(
-                    "add a route under `proxy.routes` (e.g. `{name}: {{ service: {name}, port: PORT }}`); blue-green switches traffic through the proxy"
+                    "add a route under `proxy.routes` (e.g. `{name}: {{ service: {name}, port: PORT }}`); {strategy} switches traffic through the proxy"
                 )),
             ));
         }
@@ -520,7 +556,7 @@ fn check_verify_reachable(name: &str, s: &ServiceSpec, proxy: &ProxySpec) -> Opt
         None if reachable.is_empty() => Some(Issue::new(
             "proxy.ports",
             format!(
-                "the proxy publishes no TCP port on 127.0.0.1 or all addresses, so blue-green service `{name}` cannot be verified through it"
+                "the proxy publishes no TCP port on 127.0.0.1 or all addresses, so service `{name}` cannot be verified through it"
             ),
             Some("publish one, e.g. `proxy.ports: [\"80:80\"]` or `[\"127.0.0.1:8080:80\"]`".to_string()),
         )),
@@ -585,7 +621,7 @@ fn check_routes(spec: &ReleaseSpec) -> Vec<Issue> {
                     route.service
                 ),
                 Some(
-                    "set `strategy: blue-green`; recreate would stop the only container behind the proxy and cut traffic"
+                    "set `strategy: blue-green`; recreate would stop the only container behind the proxy and cut traffic (or `rolling` for several replicas)"
                         .to_string(),
                 ),
             ));
@@ -738,11 +774,52 @@ mod tests {
     }
 
     #[test]
-    fn a_routed_rolling_service_is_reported_as_unsupported_only() {
-        let yaml = PROXIED.replace("strategy: blue-green", "strategy: rolling");
+    fn a_routed_rolling_service_with_replicas_is_valid() {
+        let yaml = PROXIED.replace(
+            "strategy: blue-green",
+            "strategy: rolling\n    deploy: { replicas: 3 }\n    drain: 2s",
+        );
+        assert_eq!(issues(&yaml), vec![]);
+    }
+
+    #[test]
+    fn rolling_needs_a_route_and_no_host_port() {
+        let yaml = PROXIED
+            .replace(
+                "strategy: blue-green",
+                "strategy: rolling\n    ports: [\"127.0.0.1:9000:8000\"]",
+            )
+            .replace("service: api,", "service: web,")
+            .replace(
+                "services:\n",
+                "services:\n  web: { image: w:1, strategy: blue-green }\n",
+            );
+        assert_eq!(
+            paths(&yaml),
+            vec!["services.api.ports.0", "services.api.strategy"]
+        );
+    }
+
+    #[test]
+    fn replicas_above_one_need_rolling_and_replica_names_are_reserved() {
+        let yaml = PROXIED.replace(
+            "strategy: blue-green",
+            "strategy: blue-green\n    deploy: { replicas: 2 }",
+        );
         let found = issues(&yaml);
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].message.contains("replicas behind the proxy"));
+        assert_eq!(found[0].path, "services.api.deploy.replicas");
+        assert!(found[0].message.contains("needs `strategy: rolling`"));
+        let one = PROXIED.replace(
+            "strategy: blue-green",
+            "strategy: blue-green\n    deploy: { replicas: 1 }",
+        );
+        assert_eq!(issues(&one), vec![]);
+        let clash = PROXIED.replace("strategy: blue-green", "strategy: rolling").replace(
+            "services:\n",
+            "services:\n  api-2-blue: { image: b:1 }\n  api-3: { image: b:1 }\n  api-v2: { image: b:1 }\n",
+        );
+        assert_eq!(paths(&clash), vec!["services.api-2-blue", "services.api-3"]);
     }
 
     #[test]

@@ -18,6 +18,15 @@ pub enum Reason {
     Suspend,
 }
 
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Rollback => "rollback",
+            Reason::Suspend => "suspend",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Suspended {
     pub by: String,

@@ -25,8 +25,9 @@ pub const PROMETHEUS: &str = "reconciler-test/prometheus:1";
 /// Debian's `prometheus-alertmanager` (with `amtool`), config `/etc/prometheus/alertmanager.yml`,
 /// storage `/alertmanager`, no cluster port.
 pub const ALERTMANAGER: &str = "reconciler-test/alertmanager:1";
-/// Debian's `postgresql-15`; env `POSTGRES_PASSWORD`/`POSTGRES_USER`/`POSTGRES_DB` as the
-/// official image, data in `/var/lib/postgresql/data`, stop signal SIGINT.
+/// Debian's `postgresql-15`; env `POSTGRES_PASSWORD` (or `POSTGRES_PASSWORD_FILE`),
+/// `POSTGRES_USER`, `POSTGRES_DB` as the official image, data in `/var/lib/postgresql/data`,
+/// stop signal SIGINT.
 pub const POSTGRES: &str = "reconciler-test/postgres:15";
 
 /// The label every test object carries; cleanup removes by it.
