@@ -311,7 +311,7 @@ fn corrupt(
 
 /// What recovery must do with a journal: decided from the journal alone (pure).
 #[derive(Debug)]
-enum Resolution<'a> {
+pub(crate) enum Resolution<'a> {
     NothingStarted,
     /// Past the commit point: the final steps not done, in order.
     Finish(Vec<&'a JournalStep>),
@@ -323,7 +323,7 @@ enum Resolution<'a> {
     },
 }
 
-fn resolution(file: &JournalFile) -> Resolution<'_> {
+pub(crate) fn resolution(file: &JournalFile) -> Resolution<'_> {
     let started = |s: &&JournalStep| s.started_at.is_some();
     if !file.steps.iter().any(|s| s.started_at.is_some()) {
         return Resolution::NothingStarted;

@@ -4,7 +4,7 @@
 //! test-only hook (`RECONCILER_TEST_PAUSE_AT`), SIGKILLed, and run again; plus one kill whose
 //! journal is then torn in half. After each: one color per service, the upstreams file names
 //! the serving color, no stray container of the release, the host runs the new release, and
-//! the load has seen zero failed requests.
+//! the load has seen zero failed requests, and the history has an entry for the recovery.
 //!
 //! One nginx and one load for the whole sequence; each kill point deploys the other version
 //! (v1 -> v2, then v2 -> v1, ...), whose plan has the same steps (checked every round).
@@ -214,7 +214,9 @@ impl Host {
         what: &str,
         check_diff_note: bool,
     ) -> (serde_json::Value, String) {
+        let round_started = Instant::now();
         let mut paused = self.apply_paused(index, when, round);
+        let to_pause = round_started.elapsed();
         let mut child = paused.0.take().expect("child");
         child.kill().expect("SIGKILL the paused apply");
         child.wait().expect("reap the killed apply");
@@ -244,14 +246,20 @@ impl Host {
             fs::write(self.journal_path(), &bytes[..bytes.len() / 2]).expect("tear the journal");
         }
 
+        let recover_started = Instant::now();
         let out = self.apply();
+        let recover_and_apply = recover_started.elapsed();
         assert_eq!(out.status.code(), Some(0), "{what}: {}", show(&out));
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let recovery = stderr
             .lines()
             .find(|l| l.starts_with("recovery: "))
             .unwrap_or_else(|| panic!("{what}: no recovery reported: {}", show(&out)));
-        eprintln!("{what}: {recovery}");
+        eprintln!(
+            "{what}: paused after {:.1}s, recovered and applied in {:.1}s: {recovery}",
+            to_pause.as_secs_f64(),
+            recover_and_apply.as_secs_f64()
+        );
         let expected = if torn {
             "moved aside"
         } else if journal["commit_point"]
@@ -278,7 +286,40 @@ impl Host {
             !self.journal_path().exists(),
             "{what}: the journal is still there"
         );
+        // The history tells what happened: the newest recovery entry is this one.
+        let history = self.history();
+        let entry = history["entries"]
+            .as_array()
+            .and_then(|e| e.iter().rev().find(|e| e["kind"] == "recovery"))
+            .unwrap_or_else(|| panic!("{what}: no recovery in the history: {history:#}"));
+        let outcome = if expected == "finished the release" {
+            "applied"
+        } else {
+            "rolled_back"
+        };
+        assert_eq!(entry["outcome"], outcome, "{what}: {entry:#}");
+        if !torn {
+            assert_eq!(entry["revision"], journal["revision"], "{what}: {entry:#}");
+        }
         (journal, stderr)
+    }
+
+    /// `reconciler history --output json`.
+    fn history(&self) -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+            .args([
+                "history",
+                "--output",
+                "json",
+                "--release",
+                &self.release.name,
+            ])
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .output()
+            .expect("reconciler history runs");
+        assert_eq!(out.status.code(), Some(0), "history: {}", show(&out));
+        serde_json::from_slice(&out.stdout).expect("history --output json prints JSON")
     }
 
     /// Every container of the release: (name, image, running).

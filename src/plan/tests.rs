@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
-use crate::apply::{inverse, Effect, Undo};
+use crate::apply::{commit_point, inverse, Effect, StepRef, Undo};
 use crate::desired::{resolve, DesiredRelease, HostEnv};
 use crate::live::{ContainerState, Health, LiveContainer, LiveNetwork, LiveState, LiveVolume};
 use crate::proxy::PreviousFile;
@@ -312,6 +312,34 @@ fn sim_undo(live: &mut LiveState, undo: &Undo) {
                 );
             }
         }
+    }
+}
+
+/// [`sim_undo`] as crash recovery runs it (`Undo::run_after_crash`): the step in flight may not
+/// have happened, so an object that is not there counts as undone.
+fn sim_undo_after_crash(live: &mut LiveState, undo: &Undo) {
+    let exists = |name: &str| live.containers.iter().any(|c| c.name == name);
+    match undo {
+        Undo::StopContainer(name) | Undo::RemoveContainer(name) if !exists(name) => {}
+        Undo::Rename { from, .. } if !exists(from) => {}
+        _ => sim_undo(live, undo),
+    }
+}
+
+/// A final step as crash recovery finishes it: skipped when its object is already gone.
+fn sim_finish(live: &mut LiveState, step: &StepRef) {
+    match step {
+        StepRef::RemoveContainer { name } if live.containers.iter().any(|c| &c.name == name) => {
+            sim_step(
+                live,
+                &Action::RemoveContainer {
+                    service: String::new(),
+                    name: name.clone(),
+                },
+            );
+        }
+        StepRef::RemoveNetwork { name } => live.networks.retain(|n| &n.name != name),
+        _ => {}
     }
 }
 
@@ -1168,5 +1196,71 @@ proptest! {
 
         let done = simulate(&live, &p);
         prop_assert!(plan(&d2, &done).unwrap().in_sync());
+    }
+
+    /// Crash recovery's state machine: the process dies at any step, which may or may not have
+    /// taken effect, with the journal as apply writes it; `recovery::resolution` and the real
+    /// undo mapping then leave the host exactly as before the release (before the commit
+    /// point) or exactly as after it (past it). Never a mix.
+    #[test]
+    fn a_crash_at_any_step_is_recovered_to_fully_old_or_fully_new(
+        before in services_strategy(),
+        after in services_strategy(),
+        drift in drift_strategy(),
+        crash_at in any::<usize>(),
+        happened in any::<bool>(),
+    ) {
+        use crate::recovery::{resolution, Resolution};
+        use crate::state::journal::JournalFile;
+
+        let (d2, live) = random_case(&before, &after, drift);
+        let p = plan(&d2, &live).unwrap();
+        prop_assume!(!p.steps.is_empty());
+        let k = crash_at % p.steps.len();
+        let mut journal = JournalFile::for_plan(&p, commit_point(&p));
+        let mut host = live.clone();
+        for (i, step) in p.steps[..=k].iter().enumerate() {
+            // As apply: a switch records the files it replaces before it starts.
+            let previous: Option<Vec<PreviousFile>> = match &step.action {
+                Action::ConfigureProxy { files, .. } => Some(
+                    files
+                        .iter()
+                        .map(|f| PreviousFile {
+                            path: f.path.clone(),
+                            content: host.proxy_files.get(&f.path).cloned().flatten().map(String::into_bytes),
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            };
+            journal.steps[i].mark_started(previous.as_deref());
+            if i < k || happened {
+                let effect = sim_step(&mut host, &step.action);
+                if i < k {
+                    journal.steps[i].mark_done(&effect);
+                }
+            }
+        }
+        let what = format!("crash at step {k} ({}), happened: {happened}", p.steps[k].action.kind());
+        match resolution(&journal) {
+            Resolution::Undo { stack, errors } => {
+                prop_assert!(errors.is_empty(), "{}: {:?}", what, errors);
+                for u in stack.iter().rev() {
+                    sim_undo_after_crash(&mut host, u);
+                }
+                // A volume the step in flight may have created is kept: it may hold data.
+                if let Action::CreateVolume { name, .. } = &p.steps[k].action {
+                    host.volumes.retain(|v| &v.name != name);
+                }
+                prop_assert_eq!(host_state(&host), host_state(&live), "{}", what);
+            }
+            Resolution::Finish(steps) => {
+                for s in steps {
+                    sim_finish(&mut host, &s.step);
+                }
+                prop_assert_eq!(host_state(&host), host_state(&simulate(&live, &p)), "{}", what);
+            }
+            Resolution::NothingStarted => prop_assert!(false, "{}: a step had started", what),
+        }
     }
 }

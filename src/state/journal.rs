@@ -140,7 +140,64 @@ impl SavedFile {
     }
 }
 
+impl JournalFile {
+    /// The plan's steps, none started yet.
+    pub(crate) fn for_plan(plan: &Plan, commit_point: Option<usize>) -> JournalFile {
+        JournalFile {
+            format: FORMAT,
+            release: plan.release.clone(),
+            revision: plan.revision.clone(),
+            started_at: now(),
+            pid: std::process::id(),
+            commit_point,
+            rolling_back: false,
+            steps: plan
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(index, s)| JournalStep {
+                    index,
+                    action: s.action.kind().to_string(),
+                    service: s.action.service().map(str::to_string),
+                    target: s.action.target(),
+                    step: StepRef::of(&s.action),
+                    started_at: None,
+                    done_at: None,
+                    effect: None,
+                    previous_files: None,
+                })
+                .collect(),
+        }
+    }
+}
+
 impl JournalStep {
+    /// The `started` record; `previous`: the proxy files a switch is about to replace.
+    pub(crate) fn mark_started(&mut self, previous: Option<&[PreviousFile]>) {
+        self.started_at = Some(now());
+        if let Some(previous) = previous {
+            self.previous_files = Some(previous.iter().map(SavedFile::from_previous).collect());
+        }
+    }
+
+    /// The `done` record.
+    pub(crate) fn mark_done(&mut self, effect: &Effect) {
+        self.done_at = Some(now());
+        self.effect = Some(match effect {
+            Effect::Done => RecordedEffect::Done,
+            Effect::WasRunning(was_running) => RecordedEffect::WasRunning {
+                was_running: *was_running,
+            },
+            Effect::VolumeCreated(created) => RecordedEffect::VolumeCreated { created: *created },
+            Effect::ProxyFilesReplaced(previous) => {
+                // What install actually replaced: the same files as in `started`, unless
+                // someone changed them in between.
+                self.previous_files = Some(previous.iter().map(SavedFile::from_previous).collect());
+                RecordedEffect::ProxyFilesReplaced
+            }
+        });
+    }
+
     /// The effect to undo with: the recorded one for a done step; for a step in flight (it may
     /// or may not have happened) the one whose undo is safe either way.
     pub(crate) fn effect_for_undo(&self) -> Result<Effect, String> {
@@ -218,31 +275,7 @@ impl Journal {
     /// Writes the plan's steps, none started yet.
     pub(crate) fn begin(&self, plan: &Plan, commit_point: Option<usize>) -> Result<(), StateError> {
         self.dir.ensure()?;
-        let file = JournalFile {
-            format: FORMAT,
-            release: plan.release.clone(),
-            revision: plan.revision.clone(),
-            started_at: now(),
-            pid: std::process::id(),
-            commit_point,
-            rolling_back: false,
-            steps: plan
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(index, s)| JournalStep {
-                    index,
-                    action: s.action.kind().to_string(),
-                    service: s.action.service().map(str::to_string),
-                    target: s.action.target(),
-                    step: StepRef::of(&s.action),
-                    started_at: None,
-                    done_at: None,
-                    effect: None,
-                    previous_files: None,
-                })
-                .collect(),
-        };
+        let file = JournalFile::for_plan(plan, commit_point);
         write_json(&self.path, &file)?;
         *self.lock() = Some(file);
         Ok(())
@@ -276,10 +309,7 @@ impl Journal {
             let Some(step) = file.steps.get_mut(index) else {
                 return false;
             };
-            step.started_at = Some(now());
-            if let Some(previous) = previous {
-                step.previous_files = Some(previous.iter().map(SavedFile::from_previous).collect());
-            }
+            step.mark_started(previous);
             true
         })
     }
@@ -290,23 +320,7 @@ impl Journal {
             let Some(step) = file.steps.get_mut(index) else {
                 return false;
             };
-            step.done_at = Some(now());
-            step.effect = Some(match effect {
-                Effect::Done => RecordedEffect::Done,
-                Effect::WasRunning(was_running) => RecordedEffect::WasRunning {
-                    was_running: *was_running,
-                },
-                Effect::VolumeCreated(created) => {
-                    RecordedEffect::VolumeCreated { created: *created }
-                }
-                Effect::ProxyFilesReplaced(previous) => {
-                    // What install actually replaced: the same files as in `started`, unless
-                    // someone changed them in between.
-                    step.previous_files =
-                        Some(previous.iter().map(SavedFile::from_previous).collect());
-                    RecordedEffect::ProxyFilesReplaced
-                }
-            });
+            step.mark_done(effect);
             true
         })
     }
