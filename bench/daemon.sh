@@ -182,7 +182,7 @@ done
 c1=$(cpu_ticks)
 rss_kb=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
 hwm_kb=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status")
-cycles=$(jq -rR 'fromjson? | select(.fields.message == "cycle finished") | 1' "$work/idle.log" | wc -l)
+cycles=$(curl -sS "http://127.0.0.1:$port/metrics" | awk '/^reconciler_reconcile_total\{/ { n += $2 } END { print n + 0 }')
 
 read -r hm hmin hmax <<<"$(stats "${hook_ms[@]}")"
 read -r wm wmin wmax <<<"$(stats "${watch_ms[@]}")"
