@@ -10,6 +10,7 @@ use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport};
 use crate::desired::{self, DesiredRelease, HostEnv, RepoFiles};
 use crate::engine::{Engine, EngineError};
 use crate::live;
+use crate::notify;
 use crate::plan::{self, Plan, PlanError};
 use crate::source::{GitSource, LocalDir, SourceConfig, SourceError, SourceTree};
 use crate::spec::{self, LoadedSpec, SpecError, SpecErrors};
@@ -77,6 +78,8 @@ pub struct Loaded {
     pub tree: Arc<dyn SourceTree>,
     pub spec: LoadedSpec,
     pub desired: DesiredRelease,
+    /// The `notifications:` targets, URLs read on this host.
+    pub notify: Vec<notify::Target>,
 }
 
 /// Fetches (git) or reads (local) the source and returns its tree.
@@ -131,11 +134,23 @@ pub fn load(tree: Arc<dyn SourceTree>, host: &dyn HostEnv) -> Result<Loaded, Rec
             None
         }
     };
+    let targets = match notify::resolve_targets(&loaded.spec, host) {
+        Ok(t) => t,
+        Err(resolve_errors) => {
+            errors.extend(
+                resolve_errors
+                    .into_iter()
+                    .map(|e| spec::error_at(&loaded, &e.path, e.message, Some(e.fix))),
+            );
+            Vec::new()
+        }
+    };
     match desired {
         Some(desired) if errors.is_empty() => Ok(Loaded {
             tree,
             spec: loaded,
             desired,
+            notify: targets,
         }),
         _ => Err(ReconcileError::Spec(SpecErrors(errors))),
     }
