@@ -14,8 +14,10 @@ use crate::daemon::{self, RunOptions};
 use crate::defaults;
 use crate::desired::ProcessEnv;
 use crate::engine::Engine;
+use crate::live::LiveState;
+use crate::notify::{self, Notifier};
 use crate::plan;
-use crate::reconcile::{self, Origin, ReconcileError};
+use crate::reconcile::{self, Origin, ReconcileError, Trigger};
 use crate::source::SourceConfig;
 use crate::spec;
 
@@ -253,7 +255,7 @@ async fn prepare(
     state_dir: &std::path::Path,
     docker_host: Option<&str>,
     origin: &Origin,
-) -> anyhow::Result<Result<(Engine, reconcile::Loaded, plan::Plan), u8>> {
+) -> anyhow::Result<Result<(Engine, reconcile::Loaded, (plan::Plan, LiveState)), u8>> {
     let tree = reconcile::fetch(origin, state_dir).await?;
     let loaded = match reconcile::load(tree, &ProcessEnv) {
         Ok(l) => l,
@@ -264,8 +266,8 @@ async fn prepare(
         Err(e) => return Err(e.into()),
     };
     let engine = connect(docker_host).await?;
-    let plan = reconcile::plan(&engine, &loaded.desired).await?;
-    Ok(Ok((engine, loaded, plan)))
+    let planned = reconcile::plan_observed(&engine, &loaded.desired).await?;
+    Ok(Ok((engine, loaded, planned)))
 }
 
 async fn diff(
@@ -274,7 +276,7 @@ async fn diff(
     args: DiffArgs,
 ) -> anyhow::Result<u8> {
     let origin = args.repo.origin(args.local.as_ref())?;
-    let (_, _, plan) = match prepare(state_dir, docker_host, &origin).await? {
+    let (_, _, (plan, _)) = match prepare(state_dir, docker_host, &origin).await? {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
@@ -303,10 +305,11 @@ async fn apply(
     args: ApplyArgs,
 ) -> anyhow::Result<u8> {
     let origin = args.repo.origin(None)?;
-    let (engine, loaded, plan) = match prepare(state_dir, docker_host, &origin).await? {
+    let (engine, loaded, (plan, live)) = match prepare(state_dir, docker_host, &origin).await? {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
+    let previous = notify::running_revision(&live);
     if plan.in_sync() {
         println!(
             "Release {} is in sync with revision {}: nothing to do.",
@@ -320,7 +323,28 @@ async fn apply(
         cancel: cancel.clone(),
     };
     let started = std::time::Instant::now();
-    let report = reconcile::apply(&engine, &plan, &options).await?;
+    let notifier = Notifier::default();
+    let deploy = notify::Deploy::new(
+        &loaded.desired.release,
+        loaded.desired.environment.as_deref(),
+        &notify::local_actor(),
+        &Trigger::Cli.to_string(),
+    )
+    .with_commit(
+        loaded.tree.revision(),
+        loaded.tree.subject(),
+        loaded.tree.author(),
+    )
+    .with_previous(previous)
+    .with_plan(&plan);
+    notifier.send(
+        &loaded.notify,
+        &deploy.event(notify::EventKind::Started, None, None),
+    );
+    let result = reconcile::apply(&engine, &plan, &options).await;
+    notifier.send(&loaded.notify, &deploy.finished(&result, started.elapsed()));
+    notifier.flush(defaults::NOTIFY_FLUSH_DEADLINE).await;
+    let report = result?;
     println!(
         "Applied release {} revision {} in {:.1}s ({} steps).",
         loaded.desired.release,

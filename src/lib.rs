@@ -15,6 +15,7 @@ pub mod engine;
 pub mod health;
 pub mod labels;
 pub mod live;
+pub mod logging;
 pub mod notify;
 pub mod plan;
 pub mod proxy;

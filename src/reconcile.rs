@@ -176,6 +176,14 @@ impl RepoFiles for TreeFiles<'_> {
 
 /// Observes the engine and plans. Pure apart from the observation.
 pub async fn plan(engine: &Engine, desired: &DesiredRelease) -> Result<Plan, ReconcileError> {
+    Ok(plan_observed(engine, desired).await?.0)
+}
+
+/// [`plan`], also returning what was observed (notifications name the running revision).
+pub async fn plan_observed(
+    engine: &Engine,
+    desired: &DesiredRelease,
+) -> Result<(Plan, live::LiveState), ReconcileError> {
     let images = desired.images();
     let proxy_paths: Vec<String> = desired
         .proxy
@@ -187,7 +195,8 @@ pub async fn plan(engine: &Engine, desired: &DesiredRelease) -> Result<Plan, Rec
         .as_ref()
         .map(|p| (p.container_name.as_str(), proxy_paths.as_slice()));
     let live = live::observe(engine, &desired.release, &images, proxy).await?;
-    Ok(plan::plan(desired, &live)?)
+    let plan = plan::plan(desired, &live)?;
+    Ok((plan, live))
 }
 
 /// Carries the plan out (gated, undone on failure).

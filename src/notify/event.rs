@@ -2,12 +2,14 @@
 //! reconcile already has (the loaded release, its commit, the plan, the error).
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use crate::apply::ApplyError;
+use crate::live::LiveState;
 use crate::plan::{ObjectKind, Plan};
 use crate::reconcile::ReconcileError;
 use crate::spec::model::EventKind;
@@ -177,6 +179,17 @@ impl Deploy {
         self
     }
 
+    /// `succeeded`, or `failed` / `rolled_back` with the failing step.
+    pub fn finished<T>(&self, result: &Result<T, ReconcileError>, took: Duration) -> Event {
+        match result {
+            Ok(_) => self.event(EventKind::Succeeded, Some(took), None),
+            Err(e) => {
+                let (kind, error) = EventError::from_reconcile(e);
+                self.event(kind, Some(took), Some(error))
+            }
+        }
+    }
+
     pub fn event(
         &self,
         kind: EventKind,
@@ -227,6 +240,21 @@ pub fn short(revision: Option<&str>) -> &str {
         Some(r) => r.get(..12).unwrap_or(r),
         None => "unknown",
     }
+}
+
+/// The revision the release's containers were created from: the one most of them carry
+/// (a service left unchanged by the last deploy keeps its older label).
+pub fn running_revision(live: &LiveState) -> Option<String> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in &live.containers {
+        if let Some(r) = c.revision.as_deref() {
+            *counts.entry(r).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(r, _)| r.to_string())
 }
 
 /// The CLI's actor: the operator's login name (`SUDO_USER` first: `sudo reconciler apply`

@@ -29,7 +29,7 @@ use crate::spec::model::{NotificationSpec, ReleaseSpec};
 
 pub use crate::spec::model::{EventKind, NotificationFormat};
 pub use deliver::Delivery;
-pub use event::{local_actor, Commit, Deploy, Event, EventError, ServiceChange};
+pub use event::{local_actor, running_revision, Commit, Deploy, Event, EventError, ServiceChange};
 pub use render::{body, headline, json_body, slack};
 
 /// A target resolved on this host: the URL read from its env var or file.
