@@ -3,6 +3,7 @@
 //!
 //! Not declared in `common/mod.rs` (that would build axum into every test binary); a test that
 //! needs it adds `#[path = "common/receiver.rs"] mod receiver;`.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
