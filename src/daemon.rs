@@ -14,6 +14,7 @@ use crate::apply::ApplyOptions;
 use crate::defaults;
 use crate::desired::ProcessEnv;
 use crate::engine::Engine;
+use crate::notify::{self, Notifier};
 use crate::plan;
 use crate::reconcile::{self, Origin, ReconcileError, Trigger};
 
@@ -55,6 +56,11 @@ struct Cycle {
     cancel: CancellationToken,
     /// Revisions whose release failed; not applied again until a new commit (or `--retry`).
     failed: HashSet<String>,
+    notifier: Notifier,
+    /// The last release that loaded: its targets hear about a revision that does not load.
+    last_loaded: Option<(notify::Deploy, Vec<notify::Target>)>,
+    /// The revision this loop last applied or found in sync.
+    applied: Option<String>,
 }
 
 /// A token cancelled on SIGTERM or SIGINT (Ctrl-C).
@@ -143,12 +149,15 @@ pub async fn run(
         options,
         cancel: cancel.clone(),
         failed: HashSet::new(),
+        notifier: Notifier::default(),
+        last_loaded: None,
+        applied: None,
     };
     let mut delays = backoff();
     loop {
         let trigger = Trigger::Poll;
         let span = info_span!("reconcile", %trigger, revision = tracing::field::Empty);
-        let next = match reconcile(&mut cycle).instrument(span).await {
+        let next = match reconcile(&mut cycle, trigger).instrument(span).await {
             Ok(outcome) => {
                 delays = backoff();
                 match &outcome {
@@ -172,6 +181,7 @@ pub async fn run(
             _ = cancel.cancelled() => break,
         }
     }
+    cycle.notifier.flush(defaults::NOTIFY_FLUSH_DEADLINE).await;
     info!("stopped");
 }
 
@@ -191,26 +201,70 @@ pub fn error_policy(
     Next::RequeueAfter(delay)
 }
 
-async fn reconcile(cycle: &mut Cycle) -> Result<Outcome, ReconcileError> {
+async fn reconcile(cycle: &mut Cycle, trigger: Trigger) -> Result<Outcome, ReconcileError> {
     let tree = reconcile::fetch(&cycle.origin, &cycle.state_dir).await?;
     let revision = tree.revision().to_string();
     tracing::Span::current().record("revision", revision.as_str());
     if cycle.failed.contains(&revision) && !cycle.options.retry_failed {
         return Ok(Outcome::SkippedFailed { revision });
     }
-    let loaded = reconcile::load(tree, &ProcessEnv)?;
-    let plan = reconcile::plan(&cycle.engine, &loaded.desired).await?;
+    let loaded = match reconcile::load(tree.clone(), &ProcessEnv) {
+        Ok(l) => l,
+        Err(e) => {
+            // The broken revision names no targets it could be trusted with: tell the last
+            // release's (the dedupe window keeps a poll loop from repeating it).
+            if let Some((deploy, targets)) = &cycle.last_loaded {
+                let deploy = deploy
+                    .clone()
+                    .with_commit(&revision, tree.subject(), tree.author());
+                let (kind, error) = notify::EventError::from_reconcile(&e);
+                cycle
+                    .notifier
+                    .send(targets, &deploy.event(kind, None, Some(error)));
+            }
+            return Err(e);
+        }
+    };
+    let (plan, live) = reconcile::plan_observed(&cycle.engine, &loaded.desired).await?;
+    let previous = cycle
+        .applied
+        .clone()
+        .or_else(|| notify::running_revision(&live));
+    let deploy = notify::Deploy::new(
+        &loaded.desired.release,
+        loaded.desired.environment.as_deref(),
+        "reconciler",
+        &trigger.to_string(),
+    );
+    cycle.last_loaded = Some((deploy.clone(), loaded.notify.clone()));
     if plan.in_sync() {
+        cycle.applied = Some(revision.clone());
         return Ok(Outcome::InSync { revision });
+    }
+    let deploy = deploy
+        .with_commit(&revision, tree.subject(), tree.author())
+        .with_previous(previous.clone())
+        .with_plan(&plan);
+    if previous.as_deref() == Some(revision.as_str()) {
+        let event = deploy.event(notify::EventKind::DriftDetected, None, None);
+        cycle.notifier.send(&loaded.notify, &event);
     }
     let (add, change, destroy) = plan::summary(&plan);
     info!(%revision, add, change, destroy, "applying");
     let options = ApplyOptions {
         cancel: cycle.cancel.clone(),
     };
-    match reconcile::apply(&cycle.engine, &plan, &options).await {
+    let started = std::time::Instant::now();
+    let targets = &loaded.notify;
+    let event = deploy.event(notify::EventKind::Started, None, None);
+    cycle.notifier.send(targets, &event);
+    let result = reconcile::apply(&cycle.engine, &plan, &options).await;
+    let event = deploy.finished(&result, started.elapsed());
+    cycle.notifier.send(targets, &event);
+    match result {
         Ok(_) => {
             cycle.failed.remove(&revision);
+            cycle.applied = Some(revision.clone());
             Ok(Outcome::Applied { revision })
         }
         Err(e) => {

@@ -394,3 +394,153 @@ async fn flush_gives_up_on_a_receiver_that_never_answers_at_its_deadline() {
     assert_eq!(report.delivered, 1);
     assert_eq!(report.abandoned, 1);
 }
+
+/// Lines of a running child's stderr, collected by a thread.
+struct Lines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Lines {
+    fn collect(stream: impl std::io::Read + Send + 'static) -> Lines {
+        use std::io::BufRead;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(mut l) = sink.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        Lines(lines)
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.0
+            .lock()
+            .map(|l| l.iter().filter(|x| x.contains(needle)).count())
+            .unwrap_or(0)
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+}
+
+fn events(hooks: &Receiver, path: &str) -> Vec<serde_json::Value> {
+    hooks.received(path).iter().map(|r| r.json()).collect()
+}
+
+/// Polls the receiver until an event of `kind` arrived, or fails after `timeout`.
+fn wait_event(
+    hooks: &Receiver,
+    path: &str,
+    kind: &str,
+    timeout: Duration,
+    log: &Lines,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(e) = events(hooks, path).into_iter().find(|e| e["event"] == kind) {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {kind} event within {timeout:?}; got {:#?}\n--- daemon log\n{}",
+            events(hooks, path),
+            log.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn run_reports_drift_and_a_revision_that_does_not_load_once() {
+    ensure_images(&["app"]);
+    let release = TestRelease::new("notify-run");
+    let hooks = Receiver::start();
+    let state = tempfile::tempdir().unwrap();
+    let url_file = state.path().join("audit-url");
+    std::fs::write(&url_file, hooks.url("/audit")).unwrap();
+    let url_file = url_file.to_str().unwrap();
+    let repo = TestRepo::new();
+    repo.write(
+        "release.yaml",
+        &spec(&release.name, "reconciler-test/app:v1", "/health", url_file),
+    );
+    let rev1 = repo.commit("v1");
+    let slack_url = hooks.url("/slack");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(["run", "--repo", &repo.url(), "--interval", "300ms"])
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("RECONCILER_LOG", "info")
+        .env("NOTIFY_TEST_SLACK_URL", &slack_url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("reconciler run starts");
+    let log = Lines::collect(child.stderr.take().expect("stderr"));
+    let stop = |child: &mut std::process::Child| {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+    };
+
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let t = Duration::from_secs(60);
+        let ok = wait_event(&hooks, "/audit", "succeeded", t, &log);
+        assert_eq!(ok["trigger"], "poll");
+        assert_eq!(ok["actor"], "reconciler");
+
+        // Someone stops the container: same revision, plan not empty.
+        common::docker::docker(&["stop", "-t", "1", &release.obj("api")]).expect("docker stop");
+        let drift = wait_event(&hooks, "/audit", "drift_detected", t, &log);
+        assert_eq!(drift["revision"], rev1.as_str(), "{drift}");
+        assert_eq!(drift["previous_revision"], rev1.as_str(), "{drift}");
+        assert_eq!(drift["services"][0]["name"], "api", "{drift}");
+        let repaired = events(&hooks, "/audit")
+            .iter()
+            .filter(|e| e["event"] == "succeeded")
+            .count();
+        assert!(repaired >= 1, "{:#?}", events(&hooks, "/audit"));
+
+        // A revision whose spec does not load: the last release's targets hear it once,
+        // however many polls see it.
+        repo.write("release.yaml", "version: 1\nrelease: x\nservices: {}\n");
+        let rev2 = repo.commit("broken");
+        let failed = wait_event(&hooks, "/audit", "failed", t, &log);
+        assert_eq!(failed["revision"], rev2.as_str(), "{failed}");
+        assert_eq!(failed["commit"]["subject"], "broken", "{failed}");
+        assert_eq!(failed["error"]["step"], "load", "{failed}");
+        assert_eq!(failed["release"], release.name.as_str(), "{failed}");
+        let deadline = Instant::now() + t;
+        while log.count("the release spec is not valid") < 4 {
+            assert!(Instant::now() < deadline, "{}", log.text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }));
+    stop(&mut child);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+    let failed: Vec<_> = events(&hooks, "/audit")
+        .into_iter()
+        .filter(|e| e["event"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:#?}\n{}", log.text());
+    let slack_failed: Vec<String> = hooks
+        .received("/slack")
+        .iter()
+        .map(|r| r.json()["text"].as_str().unwrap_or_default().to_string())
+        .filter(|t| t.contains("failed at load"))
+        .collect();
+    assert_eq!(slack_failed.len(), 1, "{slack_failed:#?}");
+    assert!(log.count("stopped") >= 1, "{}", log.text());
+}
