@@ -42,6 +42,13 @@ fn run_bounded(cmd: &mut Command, deadline: Duration) -> Output {
     }
 }
 
+/// A webhook URL file as an operator makes it: mode 600 (the host check refuses more).
+fn write_url_file(path: &std::path::Path, url: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("{url}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 fn reconciler(state: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_reconciler"));
     cmd.args(args)
@@ -88,7 +95,7 @@ fn apply_sends_the_events_of_an_applied_and_a_rolled_back_deploy() {
     let hooks = Receiver::start();
     let state = tempfile::tempdir().unwrap();
     let url_file = state.path().join("audit-url");
-    std::fs::write(&url_file, format!("{}\n", hooks.url("/audit/T0K3N"))).unwrap();
+    write_url_file(&url_file, &hooks.url("/audit/T0K3N"));
     let url_file = url_file.to_str().unwrap();
     let slack_url = hooks.url("/slack/services/T0/B0/S3CR3T");
     let env = [("NOTIFY_TEST_SLACK_URL", slack_url.as_str())];
@@ -195,7 +202,7 @@ fn a_receiver_that_never_answers_does_not_hold_up_apply_or_the_other_target() {
     hooks.always("/slack/dead", Reply::Hang);
     let state = tempfile::tempdir().unwrap();
     let url_file = state.path().join("audit-url");
-    std::fs::write(&url_file, hooks.url("/audit")).unwrap();
+    write_url_file(&url_file, &hooks.url("/audit"));
     let slack_url = hooks.url("/slack/dead");
     let repo = TestRepo::new();
     repo.write(
@@ -462,7 +469,7 @@ fn run_reports_drift_and_a_revision_that_does_not_load_once() {
     let hooks = Receiver::start();
     let state = tempfile::tempdir().unwrap();
     let url_file = state.path().join("audit-url");
-    std::fs::write(&url_file, hooks.url("/audit")).unwrap();
+    write_url_file(&url_file, &hooks.url("/audit"));
     let url_file = url_file.to_str().unwrap();
     let repo = TestRepo::new();
     repo.write(

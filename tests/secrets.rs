@@ -1,6 +1,7 @@
 //! Secrets are never shown: known secret values are planted in every place the reconciler
 //! takes one from (a service secret from the env, an env_file value, a token in the git URL
-//! over http, a notification URL token), every command path is run at trace level, and every
+//! over http, a notification URL token), every command path is run at trace level (validate,
+//! diff as text, `--steps` and json, apply, a rolled-back apply, `run`), and every
 //! output is searched: stdout and stderr, files under the state dir, notification bodies and
 //! container labels. Not one occurrence of any planted value may appear.
 //!
@@ -8,9 +9,10 @@
 //! value, a commit subject, the release name) are found where they belong, and each secret is
 //! shown to have been used (the container has it, the fetch succeeded, the webhook was called).
 //!
-//! To cover a new path, add one line to `PATHS` (a command) or one call to `Haystack::add`
+//! To cover a new path, add one line to `PATHS` (a command), `RUN_ARGS` (a daemon flag) or one
+//! call to `Haystack::add`
 //! (another output); to cover a new secret, one entry in `Planted::secrets`.
-//! The `run --webhook-secret-env` secret joins here once that flag exists.
+//! The `run --webhook-secret-env` secret joins here once that flag exists (see `RUN_ARGS`).
 
 mod common;
 #[path = "common/receiver.rs"]
@@ -187,6 +189,60 @@ const PATHS: &[(&str, &[&str])] = &[
     ("apply", &["apply", "--repo", "{url}"]),
 ];
 
+/// `run`'s arguments after `--repo URL`. The webhook secret joins as one more line here (with
+/// its planted value in `Planted::secrets`) once `--webhook-secret-env` exists.
+const RUN_ARGS: &[&str] = &["--interval", "300ms"];
+
+/// Runs `run` at trace level until `done` holds (polled, with a deadline), then stops it with
+/// SIGTERM and returns its output.
+fn run_daemon(
+    state: &Path,
+    url: &str,
+    env: &[(&str, &str)],
+    done: impl Fn() -> bool,
+) -> (Output, bool) {
+    let logs = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (logs.path().join("out"), logs.path().join("err"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_reconciler"));
+    cmd.args(["--log-level", "trace", "run", "--repo", url])
+        .args(RUN_ARGS)
+        .arg("--state-dir")
+        .arg(state)
+        .env_remove("RUST_LOG")
+        .env_remove("RECONCILER_LOG")
+        .env_remove("RECONCILER_GIT_TOKEN")
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("reconciler run starts");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut reached = false;
+    while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+        if done() {
+            reached = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let stop_deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < stop_deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let status = child.wait().expect("run exits");
+    let out = Output {
+        status,
+        stdout: std::fs::read(&out_path).unwrap_or_default(),
+        stderr: std::fs::read(&err_path).unwrap_or_default(),
+    };
+    (out, reached)
+}
+
 fn reconciler(state: &Path, args: &[String], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_reconciler"));
     cmd.args(["--log-level", "trace"])
@@ -279,6 +335,26 @@ fn no_planted_secret_appears_in_any_output() {
             }
         }
     }
+    // `run` does not know rev2 failed: it applies it, rolls it back and notifies again.
+    let rolled_back = || {
+        hooks
+            .received(&hook_path)
+            .iter()
+            .filter(|r| r.body.contains("\"event\":\"rolled_back\""))
+            .count()
+    };
+    assert_eq!(rolled_back(), 1, "the CLI's rolled-back apply notified");
+    let env = [
+        (
+            "SECRETS_TEST_DB_PASSWORD",
+            planted.get("service secret (secrets: env), rotated value"),
+        ),
+        ("SECRETS_TEST_HOOK_URL", hook_url.as_str()),
+    ];
+    let (out, reached) = run_daemon(state.path(), &url, &env, || rolled_back() >= 2);
+    assert!(reached, "run did not roll rev2 back\n{}", show(&out));
+    hay.add_output("run", &out);
+
     let want_codes: Vec<(String, Option<i32>)> = [
         ("rev1 validate", 0),
         ("rev1 diff text", 1),
