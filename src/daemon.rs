@@ -14,7 +14,7 @@ use crate::apply::ApplyOptions;
 use crate::defaults;
 use crate::desired::ProcessEnv;
 use crate::engine::Engine;
-use crate::notify::{self, Notifier};
+use crate::notify::LoopNotifier;
 use crate::plan;
 use crate::reconcile::{self, Origin, ReconcileError, Trigger};
 
@@ -56,11 +56,7 @@ struct Cycle {
     cancel: CancellationToken,
     /// Revisions whose release failed; not applied again until a new commit (or `--retry`).
     failed: HashSet<String>,
-    notifier: Notifier,
-    /// The last release that loaded: its targets hear about a revision that does not load.
-    last_loaded: Option<(notify::Deploy, Vec<notify::Target>)>,
-    /// The revision this loop last applied or found in sync.
-    applied: Option<String>,
+    notify: LoopNotifier,
 }
 
 /// A token cancelled on SIGTERM or SIGINT (Ctrl-C).
@@ -149,9 +145,7 @@ pub async fn run(
         options,
         cancel: cancel.clone(),
         failed: HashSet::new(),
-        notifier: Notifier::default(),
-        last_loaded: None,
-        applied: None,
+        notify: LoopNotifier::default(),
     };
     let mut delays = backoff();
     loop {
@@ -181,7 +175,7 @@ pub async fn run(
             _ = cancel.cancelled() => break,
         }
     }
-    cycle.notifier.flush(defaults::NOTIFY_FLUSH_DEADLINE).await;
+    cycle.notify.flush().await;
     info!("stopped");
 }
 
@@ -208,63 +202,27 @@ async fn reconcile(cycle: &mut Cycle, trigger: Trigger) -> Result<Outcome, Recon
     if cycle.failed.contains(&revision) && !cycle.options.retry_failed {
         return Ok(Outcome::SkippedFailed { revision });
     }
-    let loaded = match reconcile::load(tree.clone(), &ProcessEnv) {
-        Ok(l) => l,
-        Err(e) => {
-            // The broken revision names no targets it could be trusted with: tell the last
-            // release's (the dedupe window keeps a poll loop from repeating it).
-            if let Some((deploy, targets)) = &cycle.last_loaded {
-                let deploy = deploy
-                    .clone()
-                    .with_commit(&revision, tree.subject(), tree.author());
-                let (kind, error) = notify::EventError::from_reconcile(&e);
-                cycle
-                    .notifier
-                    .send(targets, &deploy.event(kind, None, Some(error)));
-            }
-            return Err(e);
-        }
-    };
-    let (plan, live) = reconcile::plan_observed(&cycle.engine, &loaded.desired).await?;
-    let previous = cycle
-        .applied
-        .clone()
-        .or_else(|| notify::running_revision(&live));
-    let deploy = notify::Deploy::new(
-        &loaded.desired.release,
-        loaded.desired.environment.as_deref(),
-        "reconciler",
-        &trigger.to_string(),
-    );
-    cycle.last_loaded = Some((deploy.clone(), loaded.notify.clone()));
+    let loaded = reconcile::load(tree.clone(), &ProcessEnv)
+        .inspect_err(|e| cycle.notify.load_failed(tree.as_ref(), e))?;
+    let mut deploy = cycle.notify.loaded(&loaded, trigger);
+    let (plan, live) = reconcile::plan_observed(&cycle.engine, &loaded.desired)
+        .await
+        .inspect_err(|e| cycle.notify.plan_failed(&deploy, e))?;
+    cycle.notify.planned(&mut deploy, &plan, &live);
     if plan.in_sync() {
-        cycle.applied = Some(revision.clone());
         return Ok(Outcome::InSync { revision });
-    }
-    let deploy = deploy
-        .with_commit(&revision, tree.subject(), tree.author())
-        .with_previous(previous.clone())
-        .with_plan(&plan);
-    if previous.as_deref() == Some(revision.as_str()) {
-        let event = deploy.event(notify::EventKind::DriftDetected, None, None);
-        cycle.notifier.send(&loaded.notify, &event);
     }
     let (add, change, destroy) = plan::summary(&plan);
     info!(%revision, add, change, destroy, "applying");
     let options = ApplyOptions {
         cancel: cycle.cancel.clone(),
     };
-    let started = std::time::Instant::now();
-    let targets = &loaded.notify;
-    let event = deploy.event(notify::EventKind::Started, None, None);
-    cycle.notifier.send(targets, &event);
+    cycle.notify.started(&mut deploy);
     let result = reconcile::apply(&cycle.engine, &plan, &options).await;
-    let event = deploy.finished(&result, started.elapsed());
-    cycle.notifier.send(targets, &event);
+    cycle.notify.finished(&deploy, &result);
     match result {
         Ok(_) => {
             cycle.failed.remove(&revision);
-            cycle.applied = Some(revision.clone());
             Ok(Outcome::Applied { revision })
         }
         Err(e) => {

@@ -8,6 +8,7 @@
 //! is dropped. `apply` and `run`'s shutdown call [`Notifier::flush`], which waits for the
 //! queues up to a deadline and then gives up on what is left.
 
+mod cycle;
 mod deliver;
 mod event;
 mod render;
@@ -28,6 +29,7 @@ use crate::secret::Secret;
 use crate::spec::model::{NotificationSpec, ReleaseSpec};
 
 pub use crate::spec::model::{EventKind, NotificationFormat};
+pub use cycle::{CycleDeploy, LoopNotifier, DAEMON_ACTOR};
 pub use deliver::Delivery;
 pub use event::{local_actor, running_revision, Commit, Deploy, Event, EventError, ServiceChange};
 pub use render::{body, headline, json_body, slack};
