@@ -15,7 +15,7 @@ use crate::defaults;
 use crate::desired::ProcessEnv;
 use crate::engine::Engine;
 use crate::live::LiveState;
-use crate::notify::{self, Notifier};
+use crate::notify;
 use crate::plan;
 use crate::reconcile::{self, Origin, ReconcileError, Trigger};
 use crate::source::SourceConfig;
@@ -309,7 +309,6 @@ async fn apply(
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
-    let previous = notify::running_revision(&live);
     if plan.in_sync() {
         println!(
             "Release {} is in sync with revision {}: nothing to do.",
@@ -323,27 +322,13 @@ async fn apply(
         cancel: cancel.clone(),
     };
     let started = std::time::Instant::now();
-    let notifier = Notifier::default();
-    let deploy = notify::Deploy::new(
-        &loaded.desired.release,
-        loaded.desired.environment.as_deref(),
-        &notify::local_actor(),
-        &Trigger::Cli.to_string(),
-    )
-    .with_commit(
-        loaded.tree.revision(),
-        loaded.tree.subject(),
-        loaded.tree.author(),
-    )
-    .with_previous(previous)
-    .with_plan(&plan);
-    notifier.send(
-        &loaded.notify,
-        &deploy.event(notify::EventKind::Started, None, None),
-    );
+    let mut notes = notify::Reporter::cli();
+    let mut deploy = notes.loaded(&loaded, Trigger::Cli);
+    notes.planned(&mut deploy, &plan, &live);
+    notes.started(&mut deploy);
     let result = reconcile::apply(&engine, &plan, &options).await;
-    notifier.send(&loaded.notify, &deploy.finished(&result, started.elapsed()));
-    notifier.flush(defaults::NOTIFY_FLUSH_DEADLINE).await;
+    notes.finished(&deploy, &result);
+    notes.flush().await;
     let report = result?;
     println!(
         "Applied release {} revision {} in {:.1}s ({} steps).",

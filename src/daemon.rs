@@ -14,7 +14,7 @@ use crate::apply::ApplyOptions;
 use crate::defaults;
 use crate::desired::ProcessEnv;
 use crate::engine::Engine;
-use crate::notify::LoopNotifier;
+use crate::notify::Reporter;
 use crate::plan;
 use crate::reconcile::{self, Origin, ReconcileError, Trigger};
 
@@ -56,7 +56,7 @@ struct Cycle {
     cancel: CancellationToken,
     /// Revisions whose release failed; not applied again until a new commit (or `--retry`).
     failed: HashSet<String>,
-    notify: LoopNotifier,
+    notify: Reporter,
 }
 
 /// A token cancelled on SIGTERM or SIGINT (Ctrl-C).
@@ -145,7 +145,7 @@ pub async fn run(
         options,
         cancel: cancel.clone(),
         failed: HashSet::new(),
-        notify: LoopNotifier::default(),
+        notify: Reporter::daemon(),
     };
     let mut delays = backoff();
     loop {

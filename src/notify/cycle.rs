@@ -1,6 +1,7 @@
-//! What `run`'s loop tells the targets, cycle after cycle, kept here so the loop itself only
-//! makes one call per milestone: the last release that loaded (its targets hear about a
-//! revision that does not load), the revision last applied (drift is the host leaving it).
+//! What `apply` and `run`'s loop tell the targets, kept here so each makes one call per
+//! milestone. Across `run`'s cycles it remembers the last release that loaded (its targets
+//! hear about a revision that does not load) and the revision last applied (drift is the host
+//! leaving it).
 
 use std::time::{Duration, Instant};
 
@@ -16,9 +17,10 @@ use crate::spec::model::EventKind;
 /// The daemon's actor.
 pub const DAEMON_ACTOR: &str = "reconciler";
 
-#[derive(Default)]
-pub struct LoopNotifier {
+pub struct Reporter {
     notifier: Notifier,
+    /// `reconciler` for the daemon, the operator's login name for the CLI.
+    actor: String,
     last_loaded: Option<(Deploy, Vec<Target>)>,
     /// The revision this loop last applied or found in sync.
     applied: Option<String>,
@@ -31,12 +33,24 @@ pub struct CycleDeploy {
     started: Option<Instant>,
 }
 
-impl LoopNotifier {
-    pub fn new(notifier: Notifier) -> LoopNotifier {
-        LoopNotifier {
+impl Reporter {
+    pub fn new(notifier: Notifier, actor: &str) -> Reporter {
+        Reporter {
             notifier,
-            ..LoopNotifier::default()
+            actor: actor.to_string(),
+            last_loaded: None,
+            applied: None,
         }
+    }
+
+    /// `run`'s reporter: actor `reconciler`, default delivery settings.
+    pub fn daemon() -> Reporter {
+        Reporter::new(Notifier::default(), DAEMON_ACTOR)
+    }
+
+    /// `apply`'s reporter: the operator's login name as actor.
+    pub fn cli() -> Reporter {
+        Reporter::new(Notifier::default(), &super::event::local_actor())
     }
 
     /// A revision whose spec does not load: `failed`, to the last loaded release's targets
@@ -58,7 +72,7 @@ impl LoopNotifier {
         let base = Deploy::new(
             &loaded.desired.release,
             loaded.desired.environment.as_deref(),
-            DAEMON_ACTOR,
+            &self.actor,
             &trigger.to_string(),
         );
         self.last_loaded = Some((base.clone(), loaded.notify.clone()));

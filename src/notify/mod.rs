@@ -29,7 +29,7 @@ use crate::secret::Secret;
 use crate::spec::model::{NotificationSpec, ReleaseSpec};
 
 pub use crate::spec::model::{EventKind, NotificationFormat};
-pub use cycle::{CycleDeploy, LoopNotifier, DAEMON_ACTOR};
+pub use cycle::{CycleDeploy, Reporter, DAEMON_ACTOR};
 pub use deliver::Delivery;
 pub use event::{local_actor, running_revision, Commit, Deploy, Event, EventError, ServiceChange};
 pub use render::{body, headline, json_body, slack};
