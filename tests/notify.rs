@@ -551,3 +551,46 @@ fn run_reports_drift_and_a_revision_that_does_not_load_once() {
     assert_eq!(slack_failed.len(), 1, "{slack_failed:#?}");
     assert!(log.count("stopped") >= 1, "{}", log.text());
 }
+
+#[test]
+fn a_missing_or_malformed_webhook_url_is_a_located_spec_error_without_its_value() {
+    let state = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    repo.write(
+        "release.yaml",
+        "version: 1\nrelease: hooks\nservices:\n  a: { image: 'x:1' }\nnotifications:\n  - name: team\n    format: slack\n    url_env: NOTIFY_TEST_UNSET_OR_BAD\n",
+    );
+    repo.commit("hooks");
+    let validate = |value: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_reconciler"));
+        cmd.args(["validate", "--repo", &repo.url()])
+            .arg("--state-dir")
+            .arg(state.path())
+            .env_remove("NOTIFY_TEST_UNSET_OR_BAD");
+        if let Some(v) = value {
+            cmd.env("NOTIFY_TEST_UNSET_OR_BAD", v);
+        }
+        run_bounded(&mut cmd, Duration::from_secs(60))
+    };
+
+    let out = validate(None);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("release.yaml:8:5: notifications.0.url_env: environment variable NOTIFY_TEST_UNSET_OR_BAD is not set on this host"),
+        "{stderr}"
+    );
+
+    let out = validate(Some("hooks.example/T0/planted-not-a-url"));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let all = format!("{}", show(&out));
+    assert!(
+        all.contains("does not hold an http:// or https:// URL"),
+        "{all}"
+    );
+    assert!(!all.contains("planted-not-a-url"), "{all}");
+
+    let out = validate(Some("https://hooks.example/T0/planted-good"));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(!show(&out).contains("planted-good"), "{}", show(&out));
+}
