@@ -583,7 +583,7 @@ fn a_missing_or_malformed_webhook_url_is_a_located_spec_error_without_its_value(
 
     let out = validate(Some("hooks.example/T0/planted-not-a-url"));
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
-    let all = format!("{}", show(&out));
+    let all = show(&out);
     assert!(
         all.contains("does not hold an http:// or https:// URL"),
         "{all}"
