@@ -16,8 +16,9 @@ use crate::daemon::{self, RunOptions};
 use crate::defaults;
 use crate::desired::ProcessEnv;
 use crate::engine::Engine;
+use crate::notify;
 use crate::plan;
-use crate::reconcile::{self, Origin, ReconcileError};
+use crate::reconcile::{self, Origin, ReconcileError, Trigger};
 use crate::recovery;
 use crate::secret::Secret;
 use crate::source::SourceConfig;
@@ -453,19 +454,29 @@ async fn apply(
         state_dir: state_dir.to_path_buf(),
         history_limit: args.deploy.history_limit,
     };
+    let actor = crate::state::actor::from_env(args.deploy.actor.as_deref());
+    let mut reporter = notify::Reporter::new(notify::Notifier::default(), &actor);
+    let mut cycle = reporter.loaded(&loaded, Trigger::Cli);
     let request = crate::deploy::Request {
         loaded,
         source,
         kind: crate::state::history::Kind::Deploy,
-        trigger: reconcile::Trigger::Cli,
-        actor: crate::state::actor::from_env(args.deploy.actor.as_deref()),
+        trigger: Trigger::Cli,
+        actor,
         retry: args.retry,
         lock_wait: args.deploy.lock_wait,
         cancel,
         pause_at,
     };
-    let deployed = crate::deploy::deploy(&ctx, &engine, request, &state_cmds::Printed).await?;
-    Ok(state_cmds::report_deployed(&deployed))
+    let events = notify::Notifying::new(&state_cmds::Printed, &mut reporter, &mut cycle, true);
+    let result = crate::deploy::deploy(&ctx, &engine, request, &events).await;
+    events.finished(match &result {
+        Err(crate::deploy::DeployError::Reconcile(e)) => Err(e),
+        _ => Ok(()),
+    });
+    // Never long: a receiver that does not answer costs at most the flush deadline.
+    reporter.flush().await;
+    Ok(state_cmds::report_deployed(&result?))
 }
 
 async fn run_loop(

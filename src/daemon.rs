@@ -18,10 +18,12 @@ use crate::deploy::{self, DeployError, Deployed};
 use crate::desired::{DesiredRelease, ProcessEnv};
 use crate::engine::Engine;
 use crate::metrics::{CycleResult, Metrics, MetricsError};
+use crate::notify::{Notifier, Notifying, Reporter};
 use crate::plan::{self, ObjectKind};
 use crate::reconcile::{self, Origin, ReconcileError, Trigger};
 use crate::server::{self, AppState, Readiness, ServerError};
 use crate::source::SourceTree;
+use crate::state::current;
 use crate::state::history::Kind;
 use crate::state::lock::LockError;
 use crate::state::{self, suspend};
@@ -93,6 +95,8 @@ struct Cycle {
     state_dir: PathBuf,
     options: RunOptions,
     cancel: CancellationToken,
+    /// Tells the release's notification targets what each cycle did.
+    notify: Reporter,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
 }
@@ -201,6 +205,7 @@ pub async fn run(
             state_dir,
             options,
             cancel: cancel.clone(),
+            notify: Reporter::new(Notifier::default(), defaults::DAEMON_ACTOR),
             metrics,
             readiness,
         };
@@ -301,6 +306,8 @@ async fn run_cycles(mut cycle: Cycle, pending: &Pending) {
             _ = cancel.cancelled() => break,
         };
     }
+    // Events of the last cycle still queued get their deadline before the process ends.
+    cycle.notify.flush().await;
 }
 
 /// Decides only when to try again: input errors wait for the next poll (a new commit is what
@@ -369,11 +376,20 @@ async fn reconcile_inner(cycle: &mut Cycle, trigger: Trigger) -> Result<Outcome,
     let revision = tree.revision().to_string();
     tracing::Span::current().record("revision", revision.as_str());
     cycle.metrics.desired_revision(&revision);
-    let loaded = reconcile::load(tree, &ProcessEnv)?;
-    let plan = reconcile::plan(&cycle.engine, &loaded.desired).await?;
+    let loaded = reconcile::load(tree.clone(), &ProcessEnv)
+        .inspect_err(|e| cycle.notify.load_failed(tree.as_ref(), e))?;
+    let mut notes = cycle.notify.loaded(&loaded, trigger);
+    let (plan, live) = reconcile::plan_observed(&cycle.engine, &loaded.desired)
+        .await
+        .inspect_err(|e| cycle.notify.plan_failed(&notes, e))?;
+    let dir = state::ReleaseDir::new(&cycle.state_dir, &loaded.desired.release);
+    // The applied revision on record: a plan against it is drift (reported even if suspended).
+    let applied = current::load(&dir).ok().flatten().map(|c| c.revision);
+    cycle
+        .notify
+        .planned(&mut notes, &plan, &live, applied.as_deref());
     let services = services(&loaded.desired);
     let drifted = out_of_sync(&plan);
-    let dir = state::ReleaseDir::new(&cycle.state_dir, &loaded.desired.release);
     // A torn record still means someone suspended sync: stay suspended.
     let suspended = suspend::load(&dir)
         .unwrap_or_else(|e| {
@@ -420,7 +436,13 @@ async fn reconcile_inner(cycle: &mut Cycle, trigger: Trigger) -> Result<Outcome,
         cancel: cycle.cancel.clone(),
         pause_at: None,
     };
-    match deploy::deploy(&ctx, &cycle.engine, request, &deploy::Quiet).await {
+    let events = Notifying::new(&deploy::Quiet, &mut cycle.notify, &mut notes, false);
+    let result = deploy::deploy(&ctx, &cycle.engine, request, &events).await;
+    events.finished(match &result {
+        Err(DeployError::Reconcile(e)) => Err(e),
+        _ => Ok(()),
+    });
+    match result {
         Ok(Deployed::InSync { revision }) => {
             cycle.metrics.sync_state(&services, &[]);
             cycle.metrics.applied_revision(&revision);

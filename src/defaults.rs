@@ -55,3 +55,21 @@ pub const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// `--watch`: quiet time after a ref change before the cycle starts (git writes a ref with a
 /// lock file and a rename: several events per commit).
 pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Notifications: one delivery attempt's bound (connect + response), so a receiver that never
+/// answers holds a queue for at most this long per attempt.
+pub const NOTIFY_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub const NOTIFY_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Attempts per event (the first one included), and the backoff between them.
+pub const NOTIFY_MAX_ATTEMPTS: usize = 5;
+pub const NOTIFY_RETRY_MIN: Duration = Duration::from_millis(500);
+pub const NOTIFY_RETRY_MAX: Duration = Duration::from_secs(30);
+/// The longest `Retry-After` honoured; a receiver asking for more gets this.
+pub const NOTIFY_RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+/// An event identical to one already sent to the same target within this window is dropped
+/// (a spec that stays broken fails every poll; the team hears about it once).
+pub const NOTIFY_DEDUPE_WINDOW: Duration = Duration::from_secs(600);
+/// Events waiting per target; beyond this the newest is dropped (and logged).
+pub const NOTIFY_QUEUE_CAPACITY: usize = 64;
+/// `apply` and `run`'s shutdown wait this long for the queues to drain, then give up.
+pub const NOTIFY_FLUSH_DEADLINE: Duration = Duration::from_secs(5);

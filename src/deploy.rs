@@ -108,8 +108,9 @@ pub fn source_record(config: &SourceConfig, state_dir: &Path) -> Option<SourceRe
 
 /// What a deploy tells its caller while it runs. Every method has a do-nothing default.
 pub trait DeployEvents: Send + Sync {
-    /// The plan, just before it is applied.
-    fn planned(&self, _plan: &Plan) {}
+    /// The plan, just before it is applied, with what was observed and the revision the host
+    /// ran before (from `current.json`, else the container labels).
+    fn planned(&self, _plan: &Plan, _live: &LiveState, _previous: Option<&str>) {}
     /// A deploy that a crash interrupted was resolved (before this one planned).
     fn recovered(&self, _report: &RecoveryReport) {}
 }
@@ -254,7 +255,7 @@ pub async fn deploy(
         return Ok(Deployed::InSync { revision });
     }
 
-    events.planned(&plan);
+    events.planned(&plan, &live, previous.as_deref());
     let (add, change, destroy) = plan::summary(&plan);
     info!(%release, %revision, add, change, destroy, kind = action_name(req.kind), "applying");
     let started_at = state::now();

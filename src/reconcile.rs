@@ -10,6 +10,7 @@ use crate::apply::ApplyError;
 use crate::desired::{self, DesiredRelease, HostEnv, RepoFiles};
 use crate::engine::{Engine, EngineError};
 use crate::live;
+use crate::notify;
 use crate::plan::{self, Plan, PlanError};
 use crate::recovery::RecoveryError;
 use crate::source::{GitSource, LocalDir, SourceConfig, SourceError, SourceTree};
@@ -89,6 +90,8 @@ pub struct Loaded {
     pub tree: Arc<dyn SourceTree>,
     pub spec: LoadedSpec,
     pub desired: DesiredRelease,
+    /// The `notifications:` targets, URLs read on this host.
+    pub notify: Vec<notify::Target>,
 }
 
 /// Fetches (git) or reads (local) the source and returns its tree.
@@ -143,11 +146,23 @@ pub fn load(tree: Arc<dyn SourceTree>, host: &dyn HostEnv) -> Result<Loaded, Rec
             None
         }
     };
+    let targets = match notify::resolve_targets(&loaded.spec, host) {
+        Ok(t) => t,
+        Err(resolve_errors) => {
+            errors.extend(
+                resolve_errors
+                    .into_iter()
+                    .map(|e| spec::error_at(&loaded, &e.path, e.message, Some(e.fix))),
+            );
+            Vec::new()
+        }
+    };
     match desired {
         Some(desired) if errors.is_empty() => Ok(Loaded {
             tree,
             spec: loaded,
             desired,
+            notify: targets,
         }),
         _ => Err(ReconcileError::Spec(SpecErrors(errors))),
     }
@@ -173,8 +188,17 @@ impl RepoFiles for TreeFiles<'_> {
 
 /// Observes the engine and plans. Pure apart from the observation.
 pub async fn plan(engine: &Engine, desired: &DesiredRelease) -> Result<Plan, ReconcileError> {
+    Ok(plan_observed(engine, desired).await?.0)
+}
+
+/// [`plan`], also returning what was observed (notifications name the running revision).
+pub async fn plan_observed(
+    engine: &Engine,
+    desired: &DesiredRelease,
+) -> Result<(Plan, live::LiveState), ReconcileError> {
     let live = observe(engine, desired).await?;
-    Ok(plan::plan(desired, &live)?)
+    let plan = plan::plan(desired, &live)?;
+    Ok((plan, live))
 }
 
 /// What the engine runs for the release: its labelled objects, the images it names and the

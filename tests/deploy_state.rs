@@ -625,7 +625,10 @@ struct Daemon {
 fn spawn_daemon(host: &Host) -> Daemon {
     let url = host.url();
     let mut child = host
-        .cmd(&["run", "--repo", &url, "--interval", "1s"], "ignored")
+        .cmd(
+            &["run", "--repo", &url, "--interval", "1s", "--listen", "off"],
+            "ignored",
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -422,7 +422,7 @@ pub(super) async fn lock(state_dir: &Path, cmd: LockCommand) -> anyhow::Result<u
 pub(super) struct Printed;
 
 impl crate::deploy::DeployEvents for Printed {
-    fn planned(&self, plan: &plan::Plan) {
+    fn planned(&self, plan: &plan::Plan, _live: &crate::live::LiveState, _previous: Option<&str>) {
         print!("{}", plan::render_text(plan));
     }
     fn recovered(&self, report: &crate::recovery::RecoveryReport) {

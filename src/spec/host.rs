@@ -7,8 +7,8 @@ use super::load::{error_at, LoadedSpec};
 use super::model::StringOrList;
 use super::SpecError;
 
-/// Env files must exist, and env files and secret files must not be readable by group or others
-/// (they hold secrets: env file values are treated as sensitive).
+/// Env files must exist, and env files, secret files and webhook URL files must not be readable
+/// by group or others (they hold secrets: env file values are treated as sensitive).
 pub fn check_host(loaded: &LoadedSpec) -> Vec<SpecError> {
     let mut out = Vec::new();
     for (name, s) in &loaded.spec.services {
@@ -44,6 +44,15 @@ pub fn check_host(loaded: &LoadedSpec) -> Vec<SpecError> {
                     let path = format!("services.{name}.secrets.{key}.file");
                     out.extend(mode_error(loaded, &path, "secret file", file));
                 }
+            }
+        }
+    }
+    // A webhook URL holds its token.
+    for (i, n) in loaded.spec.notifications.iter().enumerate() {
+        if let Some(file) = &n.url_file {
+            if Path::new(file).exists() {
+                let path = format!("notifications.{i}.url_file");
+                out.extend(mode_error(loaded, &path, "webhook URL file", file));
             }
         }
     }

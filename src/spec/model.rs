@@ -32,6 +32,70 @@ pub struct ReleaseSpec {
     /// The nginx reverse proxy whose upstreams point at the live color of each routed service.
     #[serde(default)]
     pub proxy: Option<ProxySpec>,
+    /// Webhooks told about deploys (see `notify`).
+    #[serde(default)]
+    pub notifications: Vec<NotificationSpec>,
+}
+
+/// One webhook target under `notifications:`. The URL is never in the spec: a webhook URL
+/// carries its token, so it is read on the host from an env var or a file, as a `Secret`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSpec {
+    pub name: String,
+    pub format: NotificationFormat,
+    #[serde(default)]
+    pub url_env: Option<String>,
+    #[serde(default)]
+    pub url_file: Option<String>,
+    /// Which events go to this target; `None` = all of them.
+    #[serde(default)]
+    pub events: Option<Vec<EventKind>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationFormat {
+    /// A Slack incoming webhook: `text` plus blocks.
+    Slack,
+    /// The event itself as a JSON object.
+    Json,
+}
+
+/// What a notification is about.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// An apply began (the plan is not empty).
+    Started,
+    Succeeded,
+    /// The release could not be loaded, planned or applied, and the host may not be back where
+    /// it was (the undo failed, or nothing was changed because the input was bad).
+    Failed,
+    /// A step failed and every completed step was undone: the host runs the previous release.
+    RolledBack,
+    /// The host no longer matches the revision it last applied.
+    DriftDetected,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 5] = [
+        EventKind::Started,
+        EventKind::Succeeded,
+        EventKind::Failed,
+        EventKind::RolledBack,
+        EventKind::DriftDetected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Started => "started",
+            EventKind::Succeeded => "succeeded",
+            EventKind::Failed => "failed",
+            EventKind::RolledBack => "rolled_back",
+            EventKind::DriftDetected => "drift_detected",
+        }
+    }
 }
 
 /// `proxy:`: one nginx container owned by the release. Its `nginx.conf` comes from the repo and

@@ -113,6 +113,10 @@ pub fn describe(v: &Value) -> String {
         Value::Null => "nothing (an empty value)".to_string(),
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
+        // A URL in the wrong place is often a webhook or git URL with its token: never echo it.
+        Value::String(s) if s.contains("://") => {
+            "a URL (not shown: it may carry a token)".to_string()
+        }
         Value::String(s) => {
             let shown: String = s.chars().take(60).collect();
             let ellipsis = if s.chars().count() > 60 { "..." } else { "" };

@@ -25,6 +25,7 @@ pub fn check(spec: &ReleaseSpec) -> Vec<Issue> {
     out.extend(check_reserved_names(spec));
     out.extend(check_blue_green(spec));
     out.extend(check_routes(spec));
+    out.extend(check_notifications(spec));
     out
 }
 
@@ -642,6 +643,36 @@ fn check_routes(spec: &ReleaseSpec) -> Vec<Issue> {
                     service_nets.first().map_or(IMPLICIT_NETWORK, String::as_str)
                 )),
             ));
+        }
+    }
+    out
+}
+
+/// Target names are unique (they name the queue in logs) and an event is listed once.
+fn check_notifications(spec: &ReleaseSpec) -> Vec<Issue> {
+    let mut out = Vec::new();
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (i, target) in spec.notifications.iter().enumerate() {
+        if let Some(first) = names.insert(target.name.as_str(), i) {
+            out.push(Issue::new(
+                format!("notifications.{i}.name"),
+                format!(
+                    "notification target `{}` is already declared at notifications.{first}",
+                    target.name
+                ),
+                Some("give each target its own name".to_string()),
+            ));
+            names.insert(target.name.as_str(), first);
+        }
+        let mut seen = HashSet::new();
+        for (j, event) in target.events.iter().flatten().enumerate() {
+            if !seen.insert(*event) {
+                out.push(Issue::new(
+                    format!("notifications.{i}.events.{j}"),
+                    format!("event `{}` is listed twice", event.as_str()),
+                    Some("list each event once".to_string()),
+                ));
+            }
         }
     }
     out
