@@ -322,10 +322,6 @@ async fn run_step(
     }
 }
 
-/// Between two counts of nginx's old workers while draining: a count is one engine request
-/// (its `top`), and the release waits for the last old worker to go.
-const DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(50);
-
 /// Waits until nginx has no old workers left (they exit once their in-flight requests are
 /// done), at most `period`; without a way to count them, the whole period.
 async fn drain(
@@ -356,7 +352,7 @@ async fn drain(
             return;
         }
         tokio::select! {
-            () = tokio::time::sleep(remaining.min(DRAIN_POLL)) => {}
+            () = tokio::time::sleep(remaining.min(std::time::Duration::from_millis(200))) => {}
             () = cancel.cancelled() => return,
         }
     }

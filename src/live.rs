@@ -4,7 +4,6 @@
 //! into these at the boundary. A container whose labels cannot be read is an error, never
 //! skipped: skipping it would make the planner create a duplicate.
 
-use futures_util::future::try_join_all;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -107,92 +106,64 @@ pub async fn observe(
 ) -> Result<LiveState, EngineError> {
     let filter = labels::release_filter(release);
 
-    // Every read below is independent of the others: issued together, the observation costs
-    // about one engine round trip per kind instead of one per object.
-    let containers = async {
-        let summaries = engine.list_containers(&filter).await?;
-        let inspected = try_join_all(summaries.iter().map(|summary| async move {
-            // Inspect by id: a name may change under us (a concurrent rename), an id cannot.
-            match engine.inspect_container(&summary.id).await {
-                Ok(info) => Ok(Some(info)),
-                // Removed between list and inspect: it is gone, which is what we would observe.
-                Err(e) if e.is_not_found() => Ok(None),
-                Err(e) => Err(e),
-            }
-        }))
-        .await?;
-        let mut containers = inspected
-            .into_iter()
-            .flatten()
-            .map(live_container)
-            .collect::<Result<Vec<_>, _>>()?;
-        containers.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok::<_, EngineError>(containers)
-    };
-    let networks = async {
-        let mut networks: Vec<LiveNetwork> = engine
-            .list_networks(&filter)
-            .await?
-            .into_iter()
-            .map(|n| LiveNetwork {
-                id: n.id,
-                name: n.name,
-                internal: n.internal,
-                driver: n.driver,
-            })
-            .collect();
-        networks.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(networks)
-    };
-    let volumes = async {
-        let mut volumes: Vec<LiveVolume> = engine
-            .list_volumes(&filter)
-            .await?
-            .into_iter()
-            .map(|v| LiveVolume {
-                name: v.name,
-                driver: v.driver,
-            })
-            .collect();
-        volumes.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(volumes)
-    };
-    let unique: std::collections::BTreeSet<&String> = images.iter().collect();
-    let image_ids = async {
-        let ids = try_join_all(unique.iter().map(|image| async move {
-            Ok::<_, EngineError>((image.to_string(), engine.image_id(image).await?))
-        }))
-        .await?;
-        Ok(ids.into_iter().collect::<BTreeMap<_, _>>())
-    };
-    // What nginx runs with is what is in its container: read it back, so a hand edit there is
-    // drift like any other. Read whether or not the container is listed (a missing one answers
-    // not found), so these reads need not wait for the listing.
-    let proxy_files = async {
-        let Some((name, paths)) = proxy else {
-            return Ok(None);
+    let mut containers = Vec::new();
+    for summary in engine.list_containers(&filter).await? {
+        // Inspect by id: a name may change under us (a concurrent rename), an id cannot.
+        let info = match engine.inspect_container(&summary.id).await {
+            Ok(info) => info,
+            // Removed between list and inspect: it is gone, which is what we would observe.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
         };
-        let read = try_join_all(paths.iter().map(|path| async move {
-            let content = engine
-                .read_file(name, path)
-                .await?
-                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
-            Ok::<_, EngineError>((path.clone(), content))
-        }))
-        .await;
-        match read {
-            Ok(files) => Ok(Some((name, files.into_iter().collect::<BTreeMap<_, _>>()))),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
+        containers.push(live_container(info)?);
+    }
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut networks: Vec<LiveNetwork> = engine
+        .list_networks(&filter)
+        .await?
+        .into_iter()
+        .map(|n| LiveNetwork {
+            id: n.id,
+            name: n.name,
+            internal: n.internal,
+            driver: n.driver,
+        })
+        .collect();
+    networks.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut volumes: Vec<LiveVolume> = engine
+        .list_volumes(&filter)
+        .await?
+        .into_iter()
+        .map(|v| LiveVolume {
+            name: v.name,
+            driver: v.driver,
+        })
+        .collect();
+    volumes.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut image_ids = BTreeMap::new();
+    for image in images {
+        if !image_ids.contains_key(image) {
+            image_ids.insert(image.clone(), engine.image_id(image).await?);
         }
-    };
-    let (containers, networks, volumes, image_ids, proxy_files) =
-        tokio::try_join!(containers, networks, volumes, image_ids, proxy_files)?;
-    // Only the files of a proxy container of this release count.
-    let proxy_files = match proxy_files {
-        Some((name, files)) if containers.iter().any(|c| c.name == name) => files,
-        _ => BTreeMap::new(),
-    };
+    }
+
+    // What nginx runs with is what is in its container: read it back, so a hand edit there is
+    // drift like any other.
+    let mut proxy_files = BTreeMap::new();
+    if let Some((name, paths)) = proxy {
+        if containers.iter().any(|c| c.name == name) {
+            for path in paths {
+                let content = engine
+                    .read_file(name, path)
+                    .await?
+                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+                proxy_files.insert(path.clone(), content);
+            }
+        }
+    }
 
     Ok(LiveState {
         release: release.to_string(),

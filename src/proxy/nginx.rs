@@ -3,10 +3,9 @@
 //! Reload is always SIGHUP to the master, never a restart: the master re-reads its config,
 //! starts new workers and tells the old ones to finish their in-flight requests and exit
 //! ("worker process is shutting down"). We confirm the reload by watching the worker PIDs
-//! change, listed by the engine's `top` endpoint (one request, nothing run in the container),
-//! else in the container with `ps` (procps or busybox) or from /proc with `sh`; an image with
-//! none of those still reloads, only unconfirmed (the caller's verify probe through the proxy
-//! then tells).
+//! change, listed in the container with `ps` (procps or busybox) or from /proc with `sh`; an
+//! image with none of those still reloads, only unconfirmed (the caller's verify probe through
+//! the proxy then tells).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -43,10 +42,8 @@ impl PreviousFile {
 const CONFIG_TEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long after SIGHUP we wait for new workers before calling the reload failed.
 const RELOAD_DEADLINE: Duration = Duration::from_secs(5);
-/// Between two looks at the process list while waiting for the reload: a look through the
-/// engine's `top` costs tens of milliseconds, and nginx usually has its new workers in less
-/// than a hundred.
-const RELOAD_POLL: Duration = Duration::from_millis(20);
+/// Between two looks at the process list while waiting for the reload.
+const RELOAD_POLL: Duration = Duration::from_millis(50);
 const PS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Lists `pid args` from /proc with only `sh` and `tr`, for images without `ps` (the official
@@ -100,47 +97,13 @@ fn parse_ps(output: &str) -> Option<NginxProcesses> {
     master.then_some(procs)
 }
 
-/// How nginx's processes are listed: the engine's `top` (pids of the host), or one of
-/// [`PS_COMMANDS`] run in the container (pids of the container). One listing is used for
-/// all the looks of one reload, so the pids compare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lister {
-    Top,
-    Exec(usize),
-}
-
-const LISTERS: [Lister; 5] = [
-    Lister::Top,
-    Lister::Exec(0),
-    Lister::Exec(1),
-    Lister::Exec(2),
-    Lister::Exec(3),
-];
-
-/// Lists nginx's processes one way; `None` when that way is missing or its output is not
-/// usable.
+/// Runs one `ps` invocation; `None` when it is missing or its output is not usable.
 async fn ps_with(
     engine: &Engine,
     container: &str,
-    lister: Lister,
+    argv: &[&str],
 ) -> Result<Option<NginxProcesses>, ProxyError> {
-    let argv: Vec<String> = match lister {
-        Lister::Top => {
-            return match engine.top(container).await {
-                Ok(listing) => Ok(parse_ps(&listing)),
-                Err(source @ EngineError::NotFound { .. }) => Err(ProxyError::Processes {
-                    container: container.to_string(),
-                    source,
-                }),
-                // An engine whose host has no `ps` answers 500: the exec listings remain.
-                Err(e) => {
-                    tracing::debug!(container, error = %e, "the engine's top is not usable");
-                    Ok(None)
-                }
-            };
-        }
-        Lister::Exec(i) => PS_COMMANDS[i].iter().map(|s| s.to_string()).collect(),
-    };
+    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
     match engine.exec(container, &argv, PS_TIMEOUT).await {
         Ok(out) if out.exit_code == 0 => Ok(parse_ps(&out.output)),
         Ok(_) => Ok(None),
@@ -160,33 +123,32 @@ async fn ps_with(
 /// costs tens of milliseconds, and a switch lists processes many times (before the reload,
 /// while confirming it, while draining), so the search is done once per container. A stale
 /// entry (the container was recreated from another image) only costs one failed try.
-static WORKING_PS: std::sync::LazyLock<
-    std::sync::Mutex<std::collections::HashMap<String, Lister>>,
-> = std::sync::LazyLock::new(Default::default);
+static WORKING_PS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, usize>>> =
+    std::sync::LazyLock::new(Default::default);
 
-/// Finds a listing that works for this container, and what it saw.
+/// Finds a `ps` that works in this container: its index in [`PS_COMMANDS`] and what it saw.
 async fn find_ps(
     engine: &Engine,
     container: &str,
-) -> Result<Option<(Lister, NginxProcesses)>, ProxyError> {
+) -> Result<Option<(usize, NginxProcesses)>, ProxyError> {
     let known = WORKING_PS
         .lock()
         .ok()
         .and_then(|m| m.get(container).copied());
-    if let Some(lister) = known {
-        if let Some(procs) = ps_with(engine, container, lister).await? {
-            return Ok(Some((lister, procs)));
+    if let Some(i) = known {
+        if let Some(procs) = ps_with(engine, container, PS_COMMANDS[i]).await? {
+            return Ok(Some((i, procs)));
         }
     }
-    for lister in LISTERS {
-        if Some(lister) == known {
+    for (i, argv) in PS_COMMANDS.iter().enumerate() {
+        if Some(i) == known {
             continue;
         }
-        if let Some(procs) = ps_with(engine, container, lister).await? {
+        if let Some(procs) = ps_with(engine, container, argv).await? {
             if let Ok(mut m) = WORKING_PS.lock() {
-                m.insert(container.to_string(), lister);
+                m.insert(container.to_string(), i);
             }
-            return Ok(Some((lister, procs)));
+            return Ok(Some((i, procs)));
         }
     }
     Ok(None)
@@ -245,13 +207,9 @@ pub enum Reloaded {
 /// its listening sockets. Only then does every new connection get the new config; new PIDs
 /// alone are not enough, as the old workers keep accepting until they get the master's QUIT.
 /// Requests already in flight on old workers finish there (see [`old_workers`]). A worker
-/// respawned after a crash would look like a reload; rare enough. `before` is the listing
-/// taken before the signal (by [`test_and_list`]).
-async fn signal_and_wait(
-    engine: &Engine,
-    container: &str,
-    before: Option<(Lister, NginxProcesses)>,
-) -> Result<Reloaded, ProxyError> {
+/// respawned after a crash would look like a reload; rare enough.
+async fn signal_and_wait(engine: &Engine, container: &str) -> Result<Reloaded, ProxyError> {
+    let before = find_ps(engine, container).await?;
     let started = Instant::now();
     engine
         .signal_container(container, "SIGHUP")
@@ -273,7 +231,7 @@ async fn signal_and_wait(
         .copied()
         .collect();
     loop {
-        if let Some(now) = ps_with(engine, container, ps).await? {
+        if let Some(now) = ps_with(engine, container, PS_COMMANDS[ps]).await? {
             let fresh = now.workers.iter().any(|pid| !known.contains(pid));
             let stale = now.workers.iter().any(|pid| before.workers.contains(pid));
             if fresh && !stale {
@@ -295,24 +253,8 @@ async fn signal_and_wait(
 /// Tests the config in place and reloads gracefully (no files change). Useful when the files
 /// are right but nginx must resolve the upstream names again (a container got a new address).
 pub async fn reload(engine: &Engine, container: &str) -> Result<Reloaded, ProxyError> {
-    let before = test_and_list(engine, container, &[]).await?;
-    signal_and_wait(engine, container, before).await
-}
-
-/// `nginx -t` and the process listing the reload is judged against, at the same time: they
-/// are independent (the test starts its own nginx process, which is no worker), and each
-/// costs an engine round trip.
-async fn test_and_list(
-    engine: &Engine,
-    container: &str,
-    files: &[String],
-) -> Result<Option<(Lister, NginxProcesses)>, ProxyError> {
-    let (tested, listed) = tokio::join!(
-        config_test(engine, container, files),
-        find_ps(engine, container)
-    );
-    tested?;
-    listed
+    config_test(engine, container, &[]).await?;
+    signal_and_wait(engine, container).await
 }
 
 /// Writes `content` at `path`, or removes the file for `None`.
@@ -356,24 +298,22 @@ async fn replace(
     container: &str,
     wanted: &[(String, Option<Vec<u8>>)],
 ) -> Result<Vec<PreviousFile>, ProxyError> {
-    // The reads are independent of each other: one round trip for all of them.
-    let previous: Vec<PreviousFile> =
-        futures_util::future::try_join_all(wanted.iter().map(|(path, _)| async move {
-            let content =
-                engine
-                    .read_file(container, path)
-                    .await
-                    .map_err(|source| ProxyError::Read {
-                        container: container.to_string(),
-                        path: path.clone(),
-                        source,
-                    })?;
-            Ok::<_, ProxyError>(PreviousFile {
-                path: path.clone(),
-                content,
-            })
-        }))
-        .await?;
+    let mut previous = Vec::with_capacity(wanted.len());
+    for (path, _) in wanted {
+        let content =
+            engine
+                .read_file(container, path)
+                .await
+                .map_err(|source| ProxyError::Read {
+                    container: container.to_string(),
+                    path: path.clone(),
+                    source,
+                })?;
+        previous.push(PreviousFile {
+            path: path.clone(),
+            content,
+        });
+    }
 
     for (i, (path, content)) in wanted.iter().enumerate() {
         if let Err(source) = put(engine, container, path, content.as_deref()).await {
@@ -387,13 +327,12 @@ async fn replace(
     }
 
     let paths: Vec<String> = wanted.iter().map(|(p, _)| p.clone()).collect();
-    let before = match test_and_list(engine, container, &paths).await {
-        Ok(before) => before,
+    if let Err(cause) = config_test(engine, container, &paths).await {
         // nginx never loaded the rejected files: putting them back is all the undo needed.
-        Err(cause) => return Err(put_back(engine, container, &previous, cause).await),
-    };
+        return Err(put_back(engine, container, &previous, cause).await);
+    }
 
-    if let Err(cause) = signal_and_wait(engine, container, before).await {
+    if let Err(cause) = signal_and_wait(engine, container).await {
         // The new config may or may not be live: put the old files back and reload once more
         // so what is on disk and what serves agree again.
         let err = put_back(engine, container, &previous, cause).await;
