@@ -22,8 +22,13 @@ cleanup() {
 trap cleanup EXIT
 
 tests/images/build.sh app nginx >/dev/null
-cargo build --release --quiet
-bin=target/release/reconciler
+# RECONCILER_BIN=path skips the release build (e.g. to time a debug build; say so when quoting).
+if [ -n "${RECONCILER_BIN:-}" ]; then
+  bin=$RECONCILER_BIN
+else
+  cargo build --release --quiet
+  bin=target/release/reconciler
+fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
 repo="$work/repo"
