@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport, PausePoint, StepReport};
-use crate::desired::{DesiredRelease, EnvValue};
+use crate::desired::DesiredRelease;
 use crate::engine::Engine;
 use crate::live::{ContainerState, LiveState};
 use crate::plan::{self, Plan};
@@ -203,7 +203,6 @@ pub async fn deploy(
     .or_else(|| revision_from_labels(&live));
     let plan = plan::plan(desired, &live).map_err(ReconcileError::from)?;
     let spec_hash = spec_hash(&req.loaded);
-    let secrets = secret_values(desired);
 
     if plan.in_sync() {
         let services = services_of(engine, desired, &live).await;
@@ -331,7 +330,7 @@ pub async fn deploy(
         }
         Err(err) => {
             entry.services = services_of(engine, desired, &LiveState::default()).await;
-            let (outcome, completed, failure) = failure_of(&err, &secrets);
+            let (outcome, completed, failure) = failure_of(&err);
             entry.outcome = outcome;
             entry.steps = completed.iter().map(timing).collect();
             let detail = Some(failure.reason.clone());
@@ -552,20 +551,6 @@ fn spec_hash(loaded: &Loaded) -> String {
     hex::encode(Sha256::digest(&bytes))
 }
 
-fn secret_values(desired: &DesiredRelease) -> Vec<String> {
-    desired
-        .services
-        .iter()
-        .map(|s| &s.container)
-        .chain(desired.proxy.iter().map(|p| &p.container))
-        .flat_map(|c| c.env.values())
-        .filter_map(|v| match v {
-            EnvValue::Sensitive(s) => Some(s.expose().to_string()),
-            EnvValue::Plain(_) => None,
-        })
-        .collect()
-}
-
 fn timing(s: &StepReport) -> StepTiming {
     StepTiming {
         index: s.index,
@@ -576,8 +561,9 @@ fn timing(s: &StepReport) -> StepTiming {
     }
 }
 
-fn failure_of(err: &ApplyError, secrets: &[String]) -> (Outcome, Vec<StepReport>, Failure) {
-    let scrub = |t: &str| history::scrub(t, secrets.iter().map(String::as_str));
+/// Reasons are stored as the errors say them: engine, gate and proxy errors never carry a
+/// secret value (secrets are `Secret`s down to the engine call; tests/secrets.rs checks it).
+fn failure_of(err: &ApplyError) -> (Outcome, Vec<StepReport>, Failure) {
     let step =
         |index: usize, action: &'static str, service: &Option<String>, target: &str| StepTiming {
             index,
@@ -601,8 +587,8 @@ fn failure_of(err: &ApplyError, secrets: &[String]) -> (Outcome, Vec<StepReport>
             completed.clone(),
             Failure {
                 step: Some(step(*index, action, service, target)),
-                reason: scrub(reason),
-                rollback_errors: undo_errors.iter().map(|e| scrub(e)).collect(),
+                reason: reason.clone(),
+                rollback_errors: undo_errors.clone(),
             },
         ),
         ApplyError::Cancelled {
@@ -619,7 +605,7 @@ fn failure_of(err: &ApplyError, secrets: &[String]) -> (Outcome, Vec<StepReport>
             Failure {
                 step: Some(step(*index, action, service, target)),
                 reason: "cancelled (SIGTERM or Ctrl-C); the release was undone".to_string(),
-                rollback_errors: undo_errors.iter().map(|e| scrub(e)).collect(),
+                rollback_errors: undo_errors.clone(),
             },
         ),
         // Nothing started, and nothing says the revision is bad.
@@ -628,7 +614,7 @@ fn failure_of(err: &ApplyError, secrets: &[String]) -> (Outcome, Vec<StepReport>
             Vec::new(),
             Failure {
                 step: None,
-                reason: scrub(&err.to_string()),
+                reason: err.to_string(),
                 rollback_errors: Vec::new(),
             },
         ),

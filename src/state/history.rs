@@ -3,15 +3,13 @@
 //! it failed", and it is where a failed revision is remembered across restarts: `apply` and
 //! `run` refuse a revision whose last deploy failed until a new commit (or `--retry`).
 //!
-//! Reasons come from engine, gate and proxy errors, which never carry secret values; as a
-//! second line of defence [`scrub`] removes every secret value of the release from them
-//! before they are stored.
+//! Reasons come from engine, gate and proxy errors, which never carry secret values (they are
+//! `Secret`s, redacted at the type level).
 
 use serde::{Deserialize, Serialize};
 
 use super::current::{ServiceImage, SourceRecord};
 use super::{read_json, write_json, ReleaseDir, StateError};
-use crate::secret::REDACTED;
 
 pub const FILE: &str = "history.json";
 
@@ -156,17 +154,6 @@ pub fn append(dir: &ReleaseDir, entry: Entry, limit: usize) -> Result<History, S
     Ok(history)
 }
 
-/// `text` with every value in `secrets` replaced by the redaction marker.
-pub fn scrub<'a>(text: &str, secrets: impl IntoIterator<Item = &'a str>) -> String {
-    let mut out = text.to_string();
-    for secret in secrets {
-        if !secret.is_empty() {
-            out = out.replace(secret, REDACTED);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,13 +222,5 @@ mod tests {
             Some("shop-3")
         );
         assert_eq!(h.rollback_target(Some("bbb2"), None), None);
-    }
-
-    #[test]
-    fn scrub_removes_secret_values() {
-        assert_eq!(
-            scrub("bad password hunter2!", ["hunter2", ""]),
-            "bad password <redacted>!"
-        );
     }
 }
