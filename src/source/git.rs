@@ -434,22 +434,12 @@ impl GitSource {
     }
 
     fn snapshot(&self, commit: &git2::Commit<'_>) -> Result<Snapshot, SourceError> {
-        let author = commit.author();
-        Ok(Snapshot {
-            revision: commit.id().to_string(),
-            subject: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
-                .into_owned(),
-            author: format!(
-                "{} <{}>",
-                String::from_utf8_lossy(author.name_bytes()),
-                String::from_utf8_lossy(author.email_bytes())
-            ),
-            time: commit.time().seconds(),
-            url: self.url.display.clone(),
-            cache_dir: self.cache_dir.clone(),
-            commit: commit.id(),
-            spec_dir: self.config.path.clone(),
-        })
+        Ok(Snapshot::of_commit(
+            commit,
+            self.url.display.clone(),
+            self.cache_dir.clone(),
+            self.config.path.clone(),
+        ))
     }
 }
 
@@ -539,8 +529,24 @@ impl Snapshot {
                     e.message()
                 ))
             })?;
+        Ok(Snapshot::of_commit(
+            &commit,
+            url.to_string(),
+            cache_dir.to_path_buf(),
+            spec_dir.to_string(),
+        ))
+    }
+
+    /// The snapshot of `commit` in the cache at `cache_dir`, with the commit's subject and
+    /// author (notifications name them).
+    fn of_commit(
+        commit: &git2::Commit<'_>,
+        url: String,
+        cache_dir: PathBuf,
+        spec_dir: String,
+    ) -> Snapshot {
         let author = commit.author();
-        Ok(Snapshot {
+        Snapshot {
             revision: commit.id().to_string(),
             subject: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
                 .into_owned(),
@@ -550,11 +556,11 @@ impl Snapshot {
                 String::from_utf8_lossy(author.email_bytes())
             ),
             time: commit.time().seconds(),
-            url: url.to_string(),
-            cache_dir: cache_dir.to_path_buf(),
+            url,
+            cache_dir,
             commit: commit.id(),
-            spec_dir: spec_dir.to_string(),
-        })
+            spec_dir,
+        }
     }
 
     /// The source URL, credential-free.
