@@ -423,14 +423,7 @@ fn plan_recreate(
             );
         }
         b.main(
-            Action::CreateContainer {
-                service: svc.name.clone(),
-                name: svc.container_name.clone(),
-                color: None,
-                revision: revision.to_string(),
-                config_hash: svc.config_hash.clone(),
-                config: Box::new(svc.container.clone()),
-            },
+            create_service_container(svc, svc.container_name.clone(), None, revision),
             format!("{} {reason}", svc.name),
         );
         b.main(
@@ -621,14 +614,7 @@ fn plan_blue_green(
     retire(b, svc, &blocking);
     let still_serving = retire_unless_serving(b, svc, &leftovers, live, proxy);
     b.main(
-        Action::CreateContainer {
-            service: svc.name.clone(),
-            name: new_name.clone(),
-            color: Some(new_color.clone()),
-            revision: revision.to_string(),
-            config_hash: svc.config_hash.clone(),
-            config: Box::new(svc.container.clone()),
-        },
+        create_service_container(svc, new_name.clone(), Some(new_color.clone()), revision),
         format!(
             "{} {reason}: new color {new_color} beside the serving one",
             svc.name
@@ -1075,4 +1061,22 @@ fn strip_release(release: &str, name: &str) -> String {
     name.strip_prefix(&format!("{release}-"))
         .unwrap_or(name)
         .to_string()
+}
+
+/// The creation of one of `svc`'s containers (`color` for blue-green and rolling), labelled
+/// with the revision and config hash it is created for.
+pub(super) fn create_service_container(
+    svc: &DesiredService,
+    name: String,
+    color: Option<String>,
+    revision: &str,
+) -> Action {
+    Action::CreateContainer {
+        service: svc.name.clone(),
+        name,
+        color,
+        revision: revision.to_string(),
+        config_hash: svc.config_hash.clone(),
+        config: Box::new(svc.container.clone()),
+    }
 }

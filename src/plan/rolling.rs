@@ -20,7 +20,9 @@ use crate::desired::{DesiredProxy, DesiredService};
 use crate::live::{LiveContainer, LiveState};
 use crate::proxy::{render_upstreams, ProxyFile, Servers, SlotTarget};
 
-use super::build::{compare, field, other_color, retire_unless_serving, Builder, COLORS};
+use super::build::{
+    compare, create_service_container, field, other_color, retire_unless_serving, Builder, COLORS,
+};
 use super::{Action, Change, ChangeAction, FieldChange};
 
 /// What a rolling service looks like after its steps.
@@ -305,14 +307,7 @@ pub(super) fn plan_rolling(
         };
         let name = slot_container(&svc.container_name, *slot, color);
         b.main(
-            Action::CreateContainer {
-                service: svc.name.clone(),
-                name: name.clone(),
-                color: Some(color.clone()),
-                revision: revision.to_string(),
-                config_hash: svc.config_hash.clone(),
-                config: Box::new(svc.container.clone()),
-            },
+            create_service_container(svc, name.clone(), Some(color.clone()), revision),
             format!(
                 "{} replica {slot} {why}: {color} beside the serving one",
                 svc.name
