@@ -55,8 +55,8 @@ fn reconciler(state: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> O
         .arg("--state-dir")
         .arg(state)
         .env("RECONCILER_LOG", "info")
-        .env("USER", "test-operator")
-        .env_remove("SUDO_USER");
+        // The documented override; it wins over CI identity variables and $USER@host.
+        .env("RECONCILER_ACTOR", "test-operator");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -505,7 +505,8 @@ fn run_reports_drift_and_a_revision_that_does_not_load_once() {
         let t = Duration::from_secs(60);
         let ok = wait_event(&hooks, "/audit", "succeeded", t, &log);
         assert_eq!(ok["trigger"], "poll");
-        assert_eq!(ok["actor"], "reconciler");
+        // The same actor as the daemon's history entries.
+        assert_eq!(ok["actor"], "daemon");
 
         // Someone stops the container: same revision, plan not empty.
         common::docker::docker(&["stop", "-t", "1", &release.obj("api")]).expect("docker stop");
