@@ -5,5 +5,5 @@
 # (TMPDIR decides which disk: point it at the state dir's file system to measure that one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --quiet --lib state::journal::tests::journal_write_cost -- --ignored --nocapture 2>&1 \
+JOURNAL_WRITE_ROUNDS=200 cargo test --quiet --lib state::journal::tests::journal_write_cost -- --nocapture 2>&1 \
   | grep '^journal write:'
