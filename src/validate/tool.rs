@@ -1,0 +1,256 @@
+//! The image's own checker (`promtool`, `amtool`) run over the new files in a one-off container
+//! of the service's image: the same build of the tool that will load them.
+//!
+//! The container is created, the files are written into it at their target paths with the
+//! archive API, then it is started with the tool as its entrypoint (so the image needs no
+//! shell), with no network, and removed whatever happens. If the image has no such tool the
+//! engine refuses to start it, and the check is skipped with a verdict that says so.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::{ConfigCheck, ConfigFile, ConfigProblem};
+use crate::engine::{Engine, EngineError, OneOff, OneOffOutcome};
+use crate::labels;
+
+/// `io.reconciler.kind` of a check container: never part of a release, so `live::observe`
+/// does not see it; [`remove_leftover_checks`] finds the ones a crash left.
+pub const CHECK_KIND: &str = "config-check";
+
+/// How long one tool run may take, container create and removal excluded.
+pub const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the image's tool said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolVerdict {
+    /// The tool accepted every file.
+    Passed { tool: String },
+    /// The tool refused: a problem per file it named, in the tool's words.
+    Refused {
+        tool: String,
+        problems: Vec<ConfigProblem>,
+    },
+    /// The image has no such tool; only the structural checks ran.
+    Absent { tool: String },
+    /// This kind of config has no tool (dashboards, plain YAML/JSON, files).
+    NoTool,
+}
+
+/// The command line for `check` over `targets`.
+fn tool_argv(check: ConfigCheck, targets: Vec<String>) -> Option<Vec<String>> {
+    let head: &[&str] = match check {
+        ConfigCheck::PrometheusConfig => &["promtool", "check", "config"],
+        ConfigCheck::PrometheusRules => &["promtool", "check", "rules"],
+        ConfigCheck::Alertmanager => &["amtool", "check-config"],
+        _ => return None,
+    };
+    Some(head.iter().map(|s| s.to_string()).chain(targets).collect())
+}
+
+/// Runs the tool for `check` from `image` over `files`. `alongside` are written too, at their
+/// targets, but not named to the tool: the rule files a Prometheus config refers to by
+/// `rule_files:` (promtool checks them through the config). `extra_labels` go on the
+/// container besides the reconciler's own.
+pub async fn check_with_tool(
+    engine: &Engine,
+    image: &str,
+    check: ConfigCheck,
+    files: &[ConfigFile],
+    alongside: &[ConfigFile],
+    extra_labels: &BTreeMap<String, String>,
+) -> Result<ToolVerdict, EngineError> {
+    let targets = files.iter().map(|f| f.target.clone()).collect();
+    let Some(argv) = tool_argv(check, targets).filter(|_| !files.is_empty()) else {
+        return Ok(ToolVerdict::NoTool);
+    };
+    let tool = argv[..argv.len() - files.len()].join(" ");
+    let mut container_labels = extra_labels.clone();
+    container_labels.insert(labels::MANAGED_BY.to_string(), labels::MANAGER.to_string());
+    container_labels.insert(labels::KIND.to_string(), CHECK_KIND.to_string());
+    let uploads: Vec<(String, Vec<u8>)> = alongside
+        .iter()
+        .chain(files)
+        .map(|f| (f.target.clone(), f.content.clone()))
+        .collect();
+    let run = OneOff {
+        image,
+        argv: &argv,
+        files: &uploads,
+        labels: &container_labels,
+        timeout: TOOL_TIMEOUT,
+    };
+    match engine.run_one_off(&run).await? {
+        OneOffOutcome::NoExecutable { reason } => {
+            tracing::info!(image, %tool, %reason, "image has no config checker; structural checks only");
+            Ok(ToolVerdict::Absent { tool })
+        }
+        OneOffOutcome::Exited { exit_code: 0, .. } => Ok(ToolVerdict::Passed { tool }),
+        OneOffOutcome::Exited { exit_code, output } => {
+            let all: Vec<&ConfigFile> = files.iter().chain(alongside).collect();
+            let problems = problems_from_output(&tool, exit_code, &output, &all);
+            Ok(ToolVerdict::Refused { tool, problems })
+        }
+    }
+}
+
+/// Removes check containers a crash left behind (they are removed on every other path).
+pub async fn remove_leftover_checks(engine: &Engine) -> Result<usize, EngineError> {
+    let filter = [
+        format!("{}={}", labels::MANAGED_BY, labels::MANAGER),
+        format!("{}={CHECK_KIND}", labels::KIND),
+    ];
+    let leftovers = engine.list_containers(&filter).await?;
+    for c in &leftovers {
+        match engine.remove_container(&c.id, true).await {
+            Err(e) if !e.is_not_found() => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(leftovers.len())
+}
+
+/// `text` with every target path replaced by its repo path (longest first, so `/a/b.yml`
+/// is not half-replaced by `/a/b`).
+fn to_repo_paths(text: &str, files: &[&ConfigFile]) -> String {
+    let mut by_length: Vec<&&ConfigFile> = files.iter().collect();
+    by_length.sort_by_key(|f| std::cmp::Reverse(f.target.len()));
+    by_length
+        .iter()
+        .fold(text.to_string(), |acc, f| acc.replace(&f.target, &f.source))
+}
+
+/// Whether the rest of a `Checking ` line names `target` (promtool: bare, amtool: quoted).
+fn names_file(rest: &str, target: &str) -> bool {
+    rest.trim_start_matches('\'')
+        .strip_prefix(target)
+        .is_some_and(|after| after.is_empty() || after.starts_with(['\'', ' ']))
+}
+
+/// One problem per file whose section of the output (from its `Checking <file>` line to the
+/// next) says FAILED; the whole output on the first file if no section does.
+fn problems_from_output(
+    tool: &str,
+    exit_code: i64,
+    output: &str,
+    files: &[&ConfigFile],
+) -> Vec<ConfigProblem> {
+    let fix = "correct the file as the tool says; nothing was changed on the host";
+    let problem = |file: &str, message: String| ConfigProblem {
+        tool: Some(tool.to_string()),
+        ..ConfigProblem::new(file, message, fix)
+    };
+    // Sections keyed by the file whose `Checking` line opens them.
+    let mut sections: Vec<(Option<&ConfigFile>, Vec<&str>)> = vec![(None, Vec::new())];
+    for line in output.lines() {
+        let named = line
+            .strip_prefix("Checking ")
+            .and_then(|rest| files.iter().find(|f| names_file(rest, &f.target)));
+        if let Some(file) = named {
+            sections.push((Some(*file), Vec::new()));
+            // amtool writes its verdict on the `Checking` line itself.
+            let verdict = line.find("FAILED:").map(|i| &line[i..]);
+            if let (Some(line), Some(last)) = (verdict, sections.last_mut()) {
+                last.1.push(line);
+            }
+        } else if let Some(last) = sections.last_mut() {
+            last.1.push(line);
+        }
+    }
+    let mut out = Vec::new();
+    for (file, lines) in &sections {
+        let (Some(file), true) = (file, lines.iter().any(|l| l.contains("FAILED"))) else {
+            continue;
+        };
+        let message = lines
+            .iter()
+            .map(|l| l.trim().trim_start_matches("FAILED:").trim())
+            .filter(|l| !l.is_empty() && !l.contains(": error: failed to validate"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        out.push(problem(&file.source, to_repo_paths(&message, files)));
+    }
+    if out.is_empty() {
+        let first = files.first().map_or("", |f| f.source.as_str());
+        let text = to_repo_paths(output.trim(), files);
+        let message = if text.is_empty() {
+            format!("exited with {exit_code} and printed nothing")
+        } else {
+            format!(
+                "exited with {exit_code}: {}",
+                text.lines().collect::<Vec<_>>().join("; ")
+            )
+        };
+        out.push(problem(first, message));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::tests::file;
+
+    #[test]
+    fn promtool_sections_map_to_repo_files() {
+        let good = file("mon/good.yml", "");
+        let bad = file("mon/bad.yml", "");
+        let output = format!(
+            "Checking {g}\n  SUCCESS: 1 rules found\n\nChecking {b}\n  FAILED:\n{b}: 5:15: group \"g\", rule 1, \"Up\": could not parse expression: 1:7: parse error: unexpected \"=\"\n",
+            g = good.target,
+            b = bad.target
+        );
+        let p = problems_from_output("promtool check rules", 1, &output, &[&good, &bad]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].file, "mon/bad.yml");
+        assert_eq!(
+            p[0].message,
+            "mon/bad.yml: 5:15: group \"g\", rule 1, \"Up\": could not parse expression: 1:7: parse error: unexpected \"=\""
+        );
+        assert_eq!(p[0].tool.as_deref(), Some("promtool check rules"));
+    }
+
+    #[test]
+    fn amtool_verdict_on_the_checking_line() {
+        let am = file("am/alertmanager.yml", "");
+        let output = format!(
+            "Checking '{}'  FAILED: undefined receiver \"nope\" used in route\n\namtool: error: failed to validate 1 file(s)\n",
+            am.target
+        );
+        let p = problems_from_output("amtool check-config", 1, &output, &[&am]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].message, "undefined receiver \"nope\" used in route");
+    }
+
+    #[test]
+    fn promtool_config_verdict_after_the_checking_line() {
+        let config = file("mon/prometheus.yml", "");
+        let output = format!(
+            "Checking {t}\n  FAILED: parsing YAML file {t}: scrape timeout greater than scrape interval\n",
+            t = config.target
+        );
+        let p = problems_from_output("promtool check config", 1, &output, &[&config]);
+        assert_eq!(
+            p[0].message,
+            "parsing YAML file mon/prometheus.yml: scrape timeout greater than scrape interval"
+        );
+    }
+
+    #[test]
+    fn unrecognised_output_is_kept_whole() {
+        let f = file("a.yml", "");
+        let output = format!("panic: {} went wrong\n", f.target);
+        let p = problems_from_output("promtool check config", 2, &output, &[&f]);
+        assert_eq!(p[0].message, "exited with 2: panic: a.yml went wrong");
+        let p = problems_from_output("promtool check config", 2, "", &[&f]);
+        assert_eq!(p[0].message, "exited with 2 and printed nothing");
+    }
+
+    #[test]
+    fn argv_per_check() {
+        assert_eq!(
+            tool_argv(ConfigCheck::Alertmanager, vec!["/a".into()]),
+            Some(vec!["amtool".into(), "check-config".into(), "/a".into()])
+        );
+        assert_eq!(tool_argv(ConfigCheck::Yaml, vec![]), None);
+    }
+}
