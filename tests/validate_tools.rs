@@ -10,7 +10,8 @@ use common::docker::{self as d, TestRelease, BUSYBOX};
 use common::images::{ensure_images, ALERTMANAGER, PROMETHEUS};
 use reconciler::engine::{OneOff, OneOffOutcome};
 use reconciler::validate::{
-    check_structure, check_with_tool, ConfigCheck, ConfigFile, ConfigProblem, ToolVerdict,
+    check_structure, check_with_tool, validate_service, ConfigCheck, ConfigFile, ConfigProblem,
+    ToolVerdict,
 };
 
 const GOOD_RULES: &str = "groups:\n  - name: node\n    rules:\n      - alert: Down\n        expr: up == 0\n        for: 1m\n";
@@ -271,5 +272,95 @@ async fn a_one_off_past_its_timeout_is_an_error_and_is_removed() {
             output: "a: 1\n".to_string()
         }
     );
+    assert_nothing_left(&t);
+}
+
+#[tokio::test]
+async fn a_service_is_checked_as_a_whole_and_each_problem_said_once() {
+    ensure_images(&["prometheus"]);
+    let t = TestRelease::new("validate-service");
+    let engine = d::engine().await;
+    let dash = |uid: &str| {
+        format!(r#"{{"uid": "{uid}", "title": "{uid}", "panels": [{{"type": "stat"}}]}}"#)
+    };
+    let mut configs = vec![
+        (
+            ConfigCheck::PrometheusConfig,
+            file(
+                "mon/prometheus.yml",
+                "/etc/prometheus/prometheus.yml",
+                CONFIG,
+            ),
+        ),
+        (
+            ConfigCheck::PrometheusRules,
+            file(
+                "mon/rules/node.yml",
+                "/etc/prometheus/rules/node.yml",
+                GOOD_RULES,
+            ),
+        ),
+        (
+            ConfigCheck::PrometheusRules,
+            file(
+                "mon/rules/bad.yml",
+                "/etc/prometheus/rules/bad.yml",
+                BROKEN_RULES,
+            ),
+        ),
+        (
+            ConfigCheck::GrafanaDashboards,
+            file(
+                "dash/a.json",
+                "/var/lib/grafana/dashboards/a.json",
+                &dash("a"),
+            ),
+        ),
+    ];
+    let check = validate_service(&engine, PROMETHEUS, &configs, &test_labels(&t))
+        .await
+        .expect("checked");
+    assert_nothing_left(&t);
+    assert_eq!(
+        check.tools_run,
+        ["promtool check config", "promtool check rules"]
+    );
+    // promtool reports the broken rule through the config and on its own: once here.
+    assert_eq!(check.problems.len(), 1, "{:#?}", check.problems);
+    assert_eq!(check.problems[0].file, "mon/rules/bad.yml");
+    let err = check.into_result().expect_err("refused");
+    assert!(
+        err.to_string().starts_with(
+            "1 problem in config files (nothing was changed):\n  mon/rules/bad.yml: promtool check"
+        ),
+        "{err}"
+    );
+
+    // A structural problem is reported without running any tool.
+    configs[2].1.content = GOOD_RULES.replace("name: node", "name: other").into_bytes();
+    configs.push((
+        ConfigCheck::GrafanaDashboards,
+        file(
+            "dash/b.json",
+            "/var/lib/grafana/dashboards/b.json",
+            &dash("a"),
+        ),
+    ));
+    let check = validate_service(&engine, PROMETHEUS, &configs, &test_labels(&t))
+        .await
+        .expect("checked");
+    assert_eq!(check.tools_run, Vec::<String>::new());
+    assert_eq!(check.problems.len(), 1, "{:#?}", check.problems);
+    assert!(check.problems[0]
+        .to_string()
+        .starts_with("dash/b.json:1:2: uid: uid `a` is also the uid of dash/a.json"));
+
+    // Fixed: both tools pass.
+    configs.pop();
+    let check = validate_service(&engine, PROMETHEUS, &configs, &test_labels(&t))
+        .await
+        .expect("checked");
+    assert_eq!(check.problems, vec![]);
+    assert_eq!(check.tools_run.len(), 2);
     assert_nothing_left(&t);
 }

@@ -11,10 +11,12 @@ mod grafana;
 mod parse;
 mod prometheus;
 mod schema;
+mod service;
 mod tool;
 
 use std::fmt;
 
+pub use service::{validate_service, ConfigErrors, ServiceCheck};
 pub use tool::{check_with_tool, remove_leftover_checks, ToolVerdict, CHECK_KIND, TOOL_TIMEOUT};
 
 /// Which validator a config file gets.

@@ -119,15 +119,19 @@ fn to_repo_paths(text: &str, files: &[&ConfigFile]) -> String {
         .fold(text.to_string(), |acc, f| acc.replace(&f.target, &f.source))
 }
 
-/// Whether the rest of a `Checking ` line names `target` (promtool: bare, amtool: quoted).
-fn names_file(rest: &str, target: &str) -> bool {
-    rest.trim_start_matches('\'')
-        .strip_prefix(target)
-        .is_some_and(|after| after.is_empty() || after.starts_with(['\'', ' ']))
+/// The file whose target `line` mentions (the longest match, so `/a/b.yml` wins over `/a/b`).
+fn mentioned<'f>(line: &str, files: &[&'f ConfigFile]) -> Option<&'f ConfigFile> {
+    files
+        .iter()
+        .filter(|f| line.contains(&f.target))
+        .max_by_key(|f| f.target.len())
+        .copied()
 }
 
-/// One problem per file whose section of the output (from its `Checking <file>` line to the
-/// next) says FAILED; the whole output on the first file if no section does.
+/// One problem per file the tool's error lines name, in the tool's words; the whole output on
+/// the first file if no line names one. Lines are read one by one, not as sections after each
+/// `Checking FILE` line: the tools print those on stdout and their errors on stderr, and the
+/// engine does not keep the order between the two streams.
 fn problems_from_output(
     tool: &str,
     exit_code: i64,
@@ -139,46 +143,49 @@ fn problems_from_output(
         tool: Some(tool.to_string()),
         ..ConfigProblem::new(file, message, fix)
     };
-    // Sections keyed by the file whose `Checking` line opens them.
-    let mut sections: Vec<(Option<&ConfigFile>, Vec<&str>)> = vec![(None, Vec::new())];
+    // Repo path → the tool's lines about it, in the order files were first named.
+    let mut said: Vec<(&ConfigFile, Vec<String>)> = Vec::new();
     for line in output.lines() {
-        let named = line
-            .strip_prefix("Checking ")
-            .and_then(|rest| files.iter().find(|f| names_file(rest, &f.target)));
-        if let Some(file) = named {
-            sections.push((Some(*file), Vec::new()));
-            // amtool writes its verdict on the `Checking` line itself.
-            let verdict = line.find("FAILED:").map(|i| &line[i..]);
-            if let (Some(line), Some(last)) = (verdict, sections.last_mut()) {
-                last.1.push(line);
-            }
-        } else if let Some(last) = sections.last_mut() {
-            last.1.push(line);
-        }
-    }
-    let mut out = Vec::new();
-    for (file, lines) in &sections {
-        let (Some(file), true) = (file, lines.iter().any(|l| l.contains("FAILED"))) else {
+        let line = line.trim();
+        // `Checking FILE` is a header, except that amtool writes its verdict on it:
+        // `Checking 'FILE'  FAILED: message`.
+        let text = match line.strip_prefix("Checking ") {
+            Some(rest) => rest
+                .split_once("FAILED:")
+                .map(|(named, message)| (named, message.trim())),
+            None => Some((line, line.trim_start_matches("FAILED:").trim())),
+        };
+        let Some((named, message)) = text else {
             continue;
         };
-        let message = lines
-            .iter()
-            .map(|l| l.trim().trim_start_matches("FAILED:").trim())
-            .filter(|l| !l.is_empty() && !l.contains(": error: failed to validate"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        out.push(problem(&file.source, to_repo_paths(&message, files)));
+        let noise = message.is_empty()
+            || message.starts_with("SUCCESS")
+            || message.contains(": error: failed to validate");
+        let Some(file) = mentioned(named, files).filter(|_| !noise) else {
+            continue;
+        };
+        let message = to_repo_paths(message, files);
+        match said.iter_mut().find(|(f, _)| f.target == file.target) {
+            Some((_, lines)) => lines.push(message),
+            None => said.push((file, vec![message])),
+        }
     }
+    let mut out: Vec<ConfigProblem> = said
+        .into_iter()
+        .map(|(file, lines)| problem(&file.source, lines.join("; ")))
+        .collect();
     if out.is_empty() {
         let first = files.first().map_or("", |f| f.source.as_str());
         let text = to_repo_paths(output.trim(), files);
         let message = if text.is_empty() {
             format!("exited with {exit_code} and printed nothing")
         } else {
-            format!(
-                "exited with {exit_code}: {}",
-                text.lines().collect::<Vec<_>>().join("; ")
-            )
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            format!("exited with {exit_code}: {}", lines.join("; "))
         };
         out.push(problem(first, message));
     }
@@ -210,6 +217,24 @@ mod tests {
     }
 
     #[test]
+    fn stderr_before_stdout_is_attributed_the_same() {
+        let good = file("mon/good.yml", "");
+        let bad = file("mon/bad.yml", "");
+        let output = format!(
+            "  FAILED:\n{b}: 5:15: parse error\n{b}: 7:15: unclosed\nChecking {g}\n  SUCCESS: 1 rules found\n\nChecking {b}\n",
+            g = good.target,
+            b = bad.target
+        );
+        let p = problems_from_output("promtool check rules", 1, &output, &[&good, &bad]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].file, "mon/bad.yml");
+        assert_eq!(
+            p[0].message,
+            "mon/bad.yml: 5:15: parse error; mon/bad.yml: 7:15: unclosed"
+        );
+    }
+
+    #[test]
     fn amtool_verdict_on_the_checking_line() {
         let am = file("am/alertmanager.yml", "");
         let output = format!(
@@ -238,9 +263,13 @@ mod tests {
     #[test]
     fn unrecognised_output_is_kept_whole() {
         let f = file("a.yml", "");
-        let output = format!("panic: {} went wrong\n", f.target);
-        let p = problems_from_output("promtool check config", 2, &output, &[&f]);
-        assert_eq!(p[0].message, "exited with 2: panic: a.yml went wrong");
+        let output = "panic: runtime error\n  goroutine 1\n";
+        let p = problems_from_output("promtool check config", 2, output, &[&f]);
+        assert_eq!(p[0].file, "a.yml");
+        assert_eq!(
+            p[0].message,
+            "exited with 2: panic: runtime error; goroutine 1"
+        );
         let p = problems_from_output("promtool check config", 2, "", &[&f]);
         assert_eq!(p[0].message, "exited with 2 and printed nothing");
     }
