@@ -10,8 +10,8 @@ use common::docker::{self as d, TestRelease, BUSYBOX};
 use common::images::{ensure_images, ALERTMANAGER, PROMETHEUS};
 use reconciler::engine::{OneOff, OneOffOutcome};
 use reconciler::validate::{
-    check_structure, check_with_tool, validate_service, ConfigCheck, ConfigFile, ConfigProblem,
-    ToolVerdict,
+    check_structure, check_with_tool, remove_leftover_checks, validate_service, ConfigCheck,
+    ConfigFile, ConfigProblem, ToolVerdict, CHECK_KIND, CHECK_RELEASE,
 };
 
 const GOOD_RULES: &str = "groups:\n  - name: node\n    rules:\n      - alert: Down\n        expr: up == 0\n        for: 1m\n";
@@ -50,9 +50,17 @@ async fn run(
     alongside: &[ConfigFile],
 ) -> ToolVerdict {
     let engine = d::engine().await;
-    let verdict = check_with_tool(&engine, image, check, files, alongside, &test_labels(t))
-        .await
-        .expect("the check ran");
+    let verdict = check_with_tool(
+        &engine,
+        &t.name,
+        image,
+        check,
+        files,
+        alongside,
+        &test_labels(t),
+    )
+    .await
+    .expect("the check ran");
     assert_nothing_left(t);
     verdict
 }
@@ -317,7 +325,7 @@ async fn a_service_is_checked_as_a_whole_and_each_problem_said_once() {
             ),
         ),
     ];
-    let check = validate_service(&engine, PROMETHEUS, &configs, &test_labels(&t))
+    let check = validate_service(&engine, &t.name, PROMETHEUS, &configs, &test_labels(&t))
         .await
         .expect("checked");
     assert_nothing_left(&t);
@@ -346,7 +354,7 @@ async fn a_service_is_checked_as_a_whole_and_each_problem_said_once() {
             &dash("a"),
         ),
     ));
-    let check = validate_service(&engine, PROMETHEUS, &configs, &test_labels(&t))
+    let check = validate_service(&engine, &t.name, PROMETHEUS, &configs, &test_labels(&t))
         .await
         .expect("checked");
     assert_eq!(check.tools_run, Vec::<String>::new());
@@ -357,10 +365,48 @@ async fn a_service_is_checked_as_a_whole_and_each_problem_said_once() {
 
     // Fixed: both tools pass.
     configs.pop();
-    let check = validate_service(&engine, PROMETHEUS, &configs, &test_labels(&t))
+    let check = validate_service(&engine, &t.name, PROMETHEUS, &configs, &test_labels(&t))
         .await
         .expect("checked");
     assert_eq!(check.problems, vec![]);
     assert_eq!(check.tools_run.len(), 2);
     assert_nothing_left(&t);
+}
+
+#[tokio::test]
+async fn leftover_checks_are_removed_for_their_release_only() {
+    ensure_images(&["busybox"]);
+    let mine = TestRelease::new("validate-left-a");
+    let other = TestRelease::new("validate-left-b");
+    let leftover = |t: &TestRelease| {
+        let id = d::docker(&[
+            "create",
+            "--label",
+            "io.reconciler.test=1",
+            "--label",
+            &format!("io.reconciler.release={}", t.name),
+            "--label",
+            "io.reconciler.managed-by=reconciler",
+            "--label",
+            &format!("io.reconciler.kind={CHECK_KIND}"),
+            "--label",
+            &format!("{CHECK_RELEASE}={}", t.name),
+            BUSYBOX,
+            "true",
+        ])
+        .expect("docker create");
+        id.trim().to_string()
+    };
+    leftover(&mine);
+    let theirs = leftover(&other);
+    let engine = d::engine().await;
+    let removed = remove_leftover_checks(&engine, &mine.name)
+        .await
+        .expect("removed");
+    assert_eq!(removed, 1);
+    assert_nothing_left(&mine);
+    assert!(
+        d::container_exists(&theirs),
+        "another release's check was removed"
+    );
 }

@@ -17,7 +17,9 @@ mod tool;
 use std::fmt;
 
 pub use service::{validate_service, ConfigErrors, ServiceCheck};
-pub use tool::{check_with_tool, remove_leftover_checks, ToolVerdict, CHECK_KIND, TOOL_TIMEOUT};
+pub use tool::{
+    check_with_tool, remove_leftover_checks, ToolVerdict, CHECK_KIND, CHECK_RELEASE, TOOL_TIMEOUT,
+};
 
 /// Which validator a config file gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -61,6 +61,7 @@ const TOOL_CHECKS: [ConfigCheck; 3] = [
 /// the host.
 pub async fn validate_service(
     engine: &Engine,
+    release: &str,
     image: &str,
     configs: &[(ConfigCheck, ConfigFile)],
     extra_labels: &BTreeMap<String, String>,
@@ -94,7 +95,17 @@ pub async fn validate_service(
             .filter(|(c, _)| *c != check)
             .map(|(_, f)| f.clone())
             .collect();
-        match check_with_tool(engine, image, check, &files, &alongside, extra_labels).await? {
+        match check_with_tool(
+            engine,
+            release,
+            image,
+            check,
+            &files,
+            &alongside,
+            extra_labels,
+        )
+        .await?
+        {
             ToolVerdict::Passed { tool } => out.tools_run.push(tool),
             ToolVerdict::Refused { tool, problems } => {
                 out.tools_run.push(tool);

@@ -13,9 +13,13 @@ use super::{ConfigCheck, ConfigFile, ConfigProblem};
 use crate::engine::{Engine, EngineError, OneOff, OneOffOutcome};
 use crate::labels;
 
-/// `io.reconciler.kind` of a check container: never part of a release, so `live::observe`
-/// does not see it; [`remove_leftover_checks`] finds the ones a crash left.
+/// `io.reconciler.kind` of a check container. It has no `io.reconciler.release` label, so
+/// `live::observe` never sees it (it has no service); [`CHECK_RELEASE`] says whose it is.
 pub const CHECK_KIND: &str = "config-check";
+
+/// The release a check container checks for: [`remove_leftover_checks`] removes only that
+/// release's, since deploys of other releases may be checking at the same time.
+pub const CHECK_RELEASE: &str = "io.reconciler.check-release";
 
 /// How long one tool run may take, container create and removal excluded.
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -47,12 +51,13 @@ fn tool_argv(check: ConfigCheck, targets: Vec<String>) -> Option<Vec<String>> {
     Some(head.iter().map(|s| s.to_string()).chain(targets).collect())
 }
 
-/// Runs the tool for `check` from `image` over `files`. `alongside` are written too, at their
-/// targets, but not named to the tool: the rule files a Prometheus config refers to by
-/// `rule_files:` (promtool checks them through the config). `extra_labels` go on the
+/// Runs the tool for `check` from `image` over `files`, for `release`. `alongside` are written
+/// too, at their targets, but not named to the tool: the rule files a Prometheus config refers
+/// to by `rule_files:` (promtool checks them through the config). `extra_labels` go on the
 /// container besides the reconciler's own.
 pub async fn check_with_tool(
     engine: &Engine,
+    release: &str,
     image: &str,
     check: ConfigCheck,
     files: &[ConfigFile],
@@ -67,6 +72,7 @@ pub async fn check_with_tool(
     let mut container_labels = extra_labels.clone();
     container_labels.insert(labels::MANAGED_BY.to_string(), labels::MANAGER.to_string());
     container_labels.insert(labels::KIND.to_string(), CHECK_KIND.to_string());
+    container_labels.insert(CHECK_RELEASE.to_string(), release.to_string());
     let uploads: Vec<(String, Vec<u8>)> = alongside
         .iter()
         .chain(files)
@@ -93,11 +99,13 @@ pub async fn check_with_tool(
     }
 }
 
-/// Removes check containers a crash left behind (they are removed on every other path).
-pub async fn remove_leftover_checks(engine: &Engine) -> Result<usize, EngineError> {
+/// Removes the check containers a crash left behind for `release` (they are removed on every
+/// other path). Call it holding the release's deploy lock.
+pub async fn remove_leftover_checks(engine: &Engine, release: &str) -> Result<usize, EngineError> {
     let filter = [
         format!("{}={}", labels::MANAGED_BY, labels::MANAGER),
         format!("{}={CHECK_KIND}", labels::KIND),
+        format!("{CHECK_RELEASE}={release}"),
     ];
     let leftovers = engine.list_containers(&filter).await?;
     for c in &leftovers {
