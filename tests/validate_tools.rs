@@ -235,13 +235,37 @@ async fn an_image_without_the_tool_is_skipped_and_says_so() {
         "/etc/prometheus/rules/bad.yml",
         BROKEN_RULES,
     );
-    let verdict = run(&t, BUSYBOX, ConfigCheck::PrometheusRules, &[rules], &[]).await;
+    let verdict = run(
+        &t,
+        BUSYBOX,
+        ConfigCheck::PrometheusRules,
+        std::slice::from_ref(&rules),
+        &[],
+    )
+    .await;
     assert_eq!(
         verdict,
         ToolVerdict::Absent {
             tool: "promtool check rules".to_string()
         }
     );
+
+    // An image that is not on the host is an error, not a skipped check.
+    let engine = d::engine().await;
+    let missing = "reconciler-test/not-built-anywhere:0";
+    let err = check_with_tool(
+        &engine,
+        &t.name,
+        missing,
+        ConfigCheck::PrometheusRules,
+        &[rules],
+        &[],
+        &test_labels(&t),
+    )
+    .await
+    .expect_err("no such image");
+    assert!(err.to_string().contains("not on this host"), "{err}");
+    assert_nothing_left(&t);
 }
 
 #[tokio::test]
