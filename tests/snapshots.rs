@@ -88,10 +88,12 @@ services:
         self.state.path().join("releases").join(&self.release.name)
     }
 
+    /// `snapshots list --output json`, checked against the index's published schema.
     fn snapshots(&self) -> Vec<Value> {
         let out = self.run(&["snapshots", "list", "--output", "json"]);
         assert_eq!(out.status.code(), Some(0), "list: {}", show(&out));
         let index: Value = serde_json::from_slice(&out.stdout).expect("list --output json");
+        validate("snapshots.schema.json", &index);
         index["snapshots"].as_array().cloned().unwrap_or_default()
     }
 
@@ -99,6 +101,7 @@ services:
         let path = self.dir().join("history.json");
         let text = std::fs::read_to_string(&path).expect("history.json");
         let history: Value = serde_json::from_str(&text).expect("history JSON");
+        validate("history.schema.json", &history);
         history["entries"]
             .as_array()
             .and_then(|e| e.last())
@@ -127,6 +130,20 @@ services:
     }
 }
 
+fn validate(schema_file: &str, value: &Value) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(schema_file);
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("schema")).expect("JSON");
+    let validator = jsonschema::validator_for(&schema).expect("valid schema");
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{schema_file}: {errors:?}\n{value:#}");
+}
+
 fn sha256_of(path: &std::path::Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).expect("snapshot file")))
 }
@@ -141,7 +158,9 @@ fn a_dependent_change_takes_a_snapshot_that_verifies_and_retention_keeps_current
     assert!(host.last_history_entry().get("snapshots").is_none());
 
     host.psql("CREATE TABLE orders (id int PRIMARY KEY, item text)");
-    host.psql("INSERT INTO orders SELECT g, 'item ' || g FROM generate_series(1, 500) g");
+    // About 1 MB of dump, more than the pipes hold: `pg_restore --list` stops reading after
+    // the table of contents, and verify must take that as the success it is.
+    host.psql("INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, 30000) g");
 
     // Only `web` changes; it depends on `db`, so `db` is snapshotted first.
     host.commit("two", 1);
@@ -161,6 +180,7 @@ fn a_dependent_change_takes_a_snapshot_that_verifies_and_retention_keeps_current
         std::fs::metadata(&file).unwrap().len()
     );
     assert!(std::fs::read(&file).unwrap().starts_with(b"PGDMP"));
+    assert!(first["size"].as_u64().unwrap() > 512 * 1024, "{first:#}");
     let entry = host.last_history_entry();
     let recorded = &entry["snapshots"][0];
     assert_eq!(recorded["id"], first["id"], "{entry:#}");

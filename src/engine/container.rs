@@ -714,14 +714,19 @@ impl Engine {
                 input: mut stdin,
             } = started
             {
+                // A command may stop reading before the end (`pg_restore --list` reads only
+                // the table of contents): a broken pipe is its choice, its exit code the verdict.
                 let feed = async {
-                    tokio::io::copy(input, &mut stdin)
-                        .await
-                        .map_err(op_err("send input to exec in"))?;
-                    stdin
-                        .shutdown()
-                        .await
-                        .map_err(op_err("close stdin of exec in"))
+                    match tokio::io::copy(input, &mut stdin).await {
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                        other => other.map_err(op_err("send input to exec in"))?,
+                    };
+                    match stdin.shutdown().await {
+                        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                            Err(op_err("close stdin of exec in")(e))
+                        }
+                        _ => Ok(()),
+                    }
                 };
                 let read = async {
                     while let Some(chunk) = stream.next().await {
@@ -742,8 +747,7 @@ impl Engine {
                 .inspect_exec(&exec.id)
                 .await
                 .map_err(op_error("exec in", Container, name))?;
-            // A command that exits before reading all its input fails the copy; its own exit
-            // code and message say more than the broken pipe.
+            // A failed command explains itself better than the failed copy into it.
             if inspect.exit_code == Some(0) {
                 fed_result?;
             }
