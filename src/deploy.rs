@@ -522,7 +522,9 @@ fn record_recovery(
             steps: Vec::new(),
             failure,
             source: None,
-            snapshots: Vec::new(),
+            // The interrupted deploy never recorded its entry; this one takes its id, and with
+            // it the snapshots taken before the crash.
+            snapshots: snapshot_index(dir).taken_by(&history.next_id(&report.release)),
         },
         Err(e) => {
             warn!(error = %e, "cannot read history to record the recovery");

@@ -283,3 +283,42 @@ fn the_documented_restore_brings_a_dropped_table_back() {
         "1000|customer 999"
     );
 }
+
+#[test]
+fn a_failing_snapshot_fails_the_release_before_anything_changed() {
+    let host = Host::new("snap-fails");
+    host.commit("one", 5);
+    host.apply();
+    let web = host.release.obj("web");
+    let web_id = docker(&["inspect", "-f", "{{.Id}}", &web]).unwrap();
+
+    // The dump names a database that does not exist; `web` changes, so it runs first.
+    host.commit("two", 5);
+    let yaml = std::fs::read_to_string(host.repo.path.join("release.yaml")).unwrap();
+    host.repo.write(
+        "release.yaml",
+        &yaml.replace(
+            "exec: [pg_dump, -Fc, -U, postgres, app]",
+            "exec: [pg_dump, -Fc, -U, postgres, nosuchdb]",
+        ),
+    );
+    host.repo.commit("snapshot of a database that is not there");
+    let out = host.run(&["apply", "--repo", &host.repo.url()]);
+    assert_eq!(out.status.code(), Some(1), "apply: {}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nosuchdb") && stderr.contains("fix:"),
+        "{stderr}"
+    );
+
+    // Nothing changed: the same web container runs, no snapshot on record, no file left.
+    assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &web]).unwrap(), web_id);
+    assert!(host.snapshots().is_empty());
+    let entry = host.last_history_entry();
+    assert_eq!(entry["outcome"], "failed", "{entry:#}");
+    assert_eq!(entry["failure"]["step"]["action"], "snapshot", "{entry:#}");
+    let leftovers: Vec<_> = std::fs::read_dir(host.dir().join("snapshots/db"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
