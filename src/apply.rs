@@ -561,9 +561,17 @@ async fn run_step(
                 .snapshots
                 .as_ref()
                 .ok_or_else(|| SnapshotError::NoStateDir.to_string())?;
-            crate::snapshot::take(engine, target, &plan.release, service, container, snapshot)
-                .await
-                .map_err(|e| e.to_string())?;
+            crate::snapshot::take(
+                engine,
+                target,
+                &plan.release,
+                service,
+                container,
+                snapshot,
+                cancel,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             Ok(Effect::Done)
         }
     }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use crate::desired::DesiredSnapshot;
 use crate::engine::{Engine, EngineError};
@@ -50,6 +51,8 @@ pub enum SnapshotError {
     Empty { service: String },
     #[error("no snapshot `{id}` in {} (fix: see `reconciler snapshots list`)", index.display())]
     Unknown { id: String, index: PathBuf },
+    #[error("snapshot of {service}: cancelled; the partial file was removed")]
+    Cancelled { service: String },
     #[error("cannot run a snapshot step without a state dir (fix: deploy through `reconciler apply`/`run`, which pass --state-dir)")]
     NoStateDir,
 }
@@ -94,6 +97,7 @@ pub async fn take(
     service: &str,
     container: &str,
     spec: &DesiredSnapshot,
+    cancel: &CancellationToken,
 ) -> Result<Record, SnapshotError> {
     let started = Instant::now();
     let image = engine.inspect_container(container).await?.image;
@@ -112,9 +116,15 @@ pub async fn take(
         hasher: Sha256::new(),
         size: 0,
     };
-    let result = engine
-        .exec_streaming(container, &spec.exec, spec.timeout, &mut writer)
-        .await;
+    // Cancelled (SIGTERM): the exec's stream is dropped, so the command in the container
+    // gets a broken pipe and stops, and the partial file goes.
+    let result = tokio::select! {
+        r = engine.exec_streaming(container, &spec.exec, spec.timeout, &mut writer) => r,
+        () = cancel.cancelled() => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(SnapshotError::Cancelled { service: service.to_string() });
+        }
+    };
     let finish = |writer: HashingWriter<io::BufWriter<std::fs::File>>| {
         let file = writer
             .inner
