@@ -29,6 +29,7 @@ pub mod reconcile;
 pub mod recovery;
 pub mod secret;
 pub mod server;
+pub mod snapshot;
 pub mod source;
 pub mod spec;
 pub mod state;

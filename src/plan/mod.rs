@@ -12,12 +12,13 @@
 mod build;
 mod render;
 mod rolling;
+mod snapshot;
 
 use serde::Serialize;
 
 use std::time::Duration;
 
-use crate::desired::{ContainerConfig, Gate, Verify};
+use crate::desired::{ContainerConfig, DesiredSnapshot, Gate, Verify};
 use crate::proxy::ProxyFile;
 use crate::spec::model::{NetworkSpec, VolumeSpec};
 
@@ -180,6 +181,13 @@ pub enum Action {
     RemoveNetwork {
         name: String,
     },
+    /// Back up a stateful service from its running container before the release changes it or
+    /// a service depending on it (undo: nothing; the file is kept, also by a failed release).
+    TakeSnapshot {
+        service: String,
+        container: String,
+        snapshot: DesiredSnapshot,
+    },
 }
 
 impl Action {
@@ -200,6 +208,7 @@ impl Action {
             Action::ConfigureProxy { .. } => "switch",
             Action::Verify { .. } => "verify",
             Action::Drain { .. } => "drain",
+            Action::TakeSnapshot { .. } => "snapshot",
         }
     }
 
@@ -220,6 +229,7 @@ impl Action {
             Action::RenameContainer { from, to, .. } => format!("{from} -> {to}"),
             Action::Verify { verify, .. } => format!("127.0.0.1:{}{}", verify.port, verify.path),
             Action::Drain { proxy, .. } => proxy.clone(),
+            Action::TakeSnapshot { container, .. } => container.clone(),
         }
     }
 
@@ -232,7 +242,8 @@ impl Action {
             | Action::StartContainer { service, .. }
             | Action::AwaitHealthy { service, .. }
             | Action::RemoveContainer { service, .. }
-            | Action::Verify { service, .. } => Some(service),
+            | Action::Verify { service, .. }
+            | Action::TakeSnapshot { service, .. } => Some(service),
             _ => None,
         }
     }
