@@ -37,6 +37,8 @@ pub struct ApplyOptions {
     pub journal: Option<Arc<Journal>>,
     /// Test-only: stop for good at this point (see [`PausePoint`]); `None` in production.
     pub pause_at: Option<PausePoint>,
+    /// Where job runs (`Action::RunJob`) are recorded; `None`: not recorded anywhere.
+    pub jobs: Option<Arc<crate::job::JobLog>>,
 }
 
 /// The environment variable naming a test pause point: `<step index>:<before|after>`.
@@ -253,6 +255,10 @@ pub enum StepRef {
     RemoveNetwork {
         name: String,
     },
+    /// A job's container, always removed by the job itself; a crash may leave it.
+    RunJob {
+        name: String,
+    },
     /// Pulls, seeding a new proxy (undone with its container), gates, verify, drain: nothing
     /// on the host to put back.
     NothingToUndo,
@@ -274,6 +280,7 @@ impl StepRef {
             Action::ConfigureProxy { name: n, .. } => StepRef::ConfigureProxy { name: name(n) },
             Action::RemoveContainer { name: n, .. } => StepRef::RemoveContainer { name: name(n) },
             Action::RemoveNetwork { name: n } => StepRef::RemoveNetwork { name: name(n) },
+            Action::RunJob { name: n, .. } => StepRef::RunJob { name: name(n) },
             Action::PullImage { .. }
             | Action::SeedProxy { .. }
             | Action::AwaitHealthy { .. }
@@ -314,6 +321,8 @@ pub(crate) fn undo_of(step: &StepRef, effect: Effect) -> Option<Undo> {
         }),
         (StepRef::CreateContainer { name }, _) => Some(Undo::RemoveContainer(name.clone())),
         (StepRef::StartContainer { name }, _) => Some(Undo::StopContainer(name.clone())),
+        // What the job did stays; only its container, if a crash left it, goes.
+        (StepRef::RunJob { name }, _) => Some(Undo::RemoveJobContainer(name.clone())),
         (StepRef::ConfigureProxy { name }, Effect::ProxyFilesReplaced(previous)) => {
             Some(Undo::RestoreProxy {
                 name: name.clone(),
@@ -336,6 +345,8 @@ pub(crate) enum Undo {
         to: String,
     },
     RemoveContainer(String),
+    /// A job's container, if it is still there (normally the job removed it).
+    RemoveJobContainer(String),
     /// The proxy's files as they were before a switch; put back and reloaded.
     RestoreProxy {
         name: String,
@@ -352,6 +363,7 @@ impl std::fmt::Display for Undo {
             Undo::StopContainer(name) => write!(f, "stop container `{name}`"),
             Undo::Rename { from, to } => write!(f, "rename container `{from}` back to `{to}`"),
             Undo::RemoveContainer(name) => write!(f, "remove container `{name}`"),
+            Undo::RemoveJobContainer(name) => write!(f, "remove job container `{name}` if left"),
             Undo::RestoreProxy { name, previous } => {
                 let paths: Vec<&str> = previous.iter().map(|p| p.path.as_str()).collect();
                 write!(
@@ -389,6 +401,10 @@ impl Undo {
             Undo::Rename { from, to } => engine.rename_container(from, to).await,
             // Forced: it may be running, and it is ours, created by this apply.
             Undo::RemoveContainer(name) => engine.remove_container(name, true).await,
+            Undo::RemoveJobContainer(name) => {
+                crate::job::remove_quietly(engine, name).await;
+                Ok(())
+            }
             Undo::RestoreProxy { name, previous } => {
                 proxy::restore(engine, name, previous)
                     .await
@@ -444,8 +460,9 @@ async fn run_step(
     engine: &Engine,
     plan: &Plan,
     action: &Action,
-    cancel: &CancellationToken,
+    opts: &ApplyOptions,
 ) -> Result<Effect, String> {
+    let cancel = &opts.cancel;
     let err = |e: crate::engine::EngineError| e.to_string();
     match action {
         Action::PullImage { image } => {
@@ -543,6 +560,32 @@ async fn run_step(
             period,
         } => {
             drain(engine, name, *period, cancel).await;
+            Ok(Effect::Done)
+        }
+        Action::RunJob {
+            service,
+            job,
+            name,
+            phase,
+            revision,
+            config_hash,
+            config,
+            timeout,
+            redact,
+        } => {
+            let run = crate::job::JobRun {
+                release: &plan.release,
+                service: service.as_deref(),
+                job,
+                name,
+                phase: *phase,
+                revision,
+                config_hash,
+                config,
+                timeout: *timeout,
+                redact,
+            };
+            crate::job::run(engine, &run, opts.jobs.as_deref(), cancel).await?;
             Ok(Effect::Done)
         }
     }
@@ -684,7 +727,7 @@ pub async fn apply(
         let result = match record_started(engine, journal, index, action).await {
             Ok(()) => {
                 maybe_pause(&opts.pause_at, index, false).await;
-                run_step(engine, plan, action, &opts.cancel)
+                run_step(engine, plan, action, opts)
                     .instrument(span.clone())
                     .await
             }

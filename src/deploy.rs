@@ -173,6 +173,9 @@ pub async fn deploy(
         record_recovery(ctx, &dir, &report, &req.actor, &req.trigger.to_string());
         events.recovered(&report);
     }
+    if !desired.jobs.is_empty() {
+        crate::job::clean_up(engine, &release).await;
+    }
 
     let history = load_history(&dir)?;
     if req.kind == Kind::Deploy && !req.retry {
@@ -192,7 +195,8 @@ pub async fn deploy(
         }
     }
 
-    let live = reconcile::observe(engine, desired).await?;
+    let mut live = reconcile::observe(engine, desired).await?;
+    live.jobs_done = jobs_done(&dir, &revision);
     let previous = match current::load(&dir) {
         Ok(c) => c.map(|c| c.revision),
         Err(e) => {
@@ -242,6 +246,7 @@ pub async fn deploy(
                 steps: vec![],
                 failure: None,
                 source: req.source.clone(),
+                jobs: Vec::new(),
             };
             history::append(&dir, entry, ctx.history_limit)?;
             suspend_after_rollback(&dir, &req.actor, &revision)?;
@@ -260,6 +265,7 @@ pub async fn deploy(
     let started_at = state::now();
     let t0 = Instant::now();
     let journal = std::sync::Arc::new(Journal::new(dir.clone()));
+    let jobs = std::sync::Arc::new(crate::job::JobLog::new(Some(dir.clone())));
     let result = apply::apply(
         engine,
         &plan,
@@ -267,6 +273,7 @@ pub async fn deploy(
             cancel: req.cancel.clone(),
             journal: Some(journal.clone()),
             pause_at: req.pause_at,
+            jobs: Some(jobs.clone()),
         },
     )
     .await;
@@ -289,6 +296,7 @@ pub async fn deploy(
         steps: Vec::new(),
         failure: None,
         source: req.source.clone(),
+        jobs: jobs.records(),
     };
     match result {
         Ok(report) => {
@@ -468,6 +476,7 @@ fn record_recovery(
             steps: Vec::new(),
             failure,
             source: None,
+            jobs: Vec::new(),
         },
         Err(e) => {
             warn!(error = %e, "cannot read history to record the recovery");
@@ -511,6 +520,15 @@ fn suspend_after_rollback(dir: &ReleaseDir, actor: &str, revision: &str) -> Resu
             message: None,
         },
     )
+}
+
+/// The jobs already done for `revision`; an unreadable record means none (they run again,
+/// which is what a lost record would do anyway).
+pub fn jobs_done(dir: &ReleaseDir, revision: &str) -> std::collections::BTreeSet<String> {
+    state::jobs::load(dir, revision).unwrap_or_else(|e| {
+        warn!(error = %e, "cannot read the record of jobs done; they may run again");
+        Default::default()
+    })
 }
 
 /// A torn history is moved aside (kept for a person to read) rather than blocking deploys.

@@ -750,6 +750,7 @@ fn schemas_accept_what_is_written_and_reject_what_is_not() {
             rollback_errors: vec![],
         }),
         source: None,
+        jobs: Vec::new(),
     };
     let good = serde_json::to_value(History {
         entries: vec![entry],

@@ -370,6 +370,7 @@ pub fn plan(desired: &DesiredRelease, live: &LiveState) -> Result<Plan, PlanErro
     let mut steps = b.pulls;
     steps.extend(b.main);
     steps.extend(b.finals);
+    super::jobs::add_jobs(desired, live, &mut steps, &mut b.changes);
     Ok(Plan {
         release: desired.release.clone(),
         revision: desired.revision.clone(),

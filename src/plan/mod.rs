@@ -10,6 +10,7 @@
 //! the release has passed, so a failure anywhere can still put the host back as it was.
 
 mod build;
+mod jobs;
 mod render;
 mod rolling;
 
@@ -17,11 +18,12 @@ use serde::Serialize;
 
 use std::time::Duration;
 
-use crate::desired::{ContainerConfig, Gate, Verify};
+use crate::desired::{ContainerConfig, Gate, JobPhase, Verify};
 use crate::proxy::ProxyFile;
 use crate::spec::model::{NetworkSpec, VolumeSpec};
 
 pub use build::{plan, PlanError};
+pub use jobs::done_key;
 pub use render::{render_json, render_steps, render_text, summary};
 pub use rolling::slot_container;
 
@@ -49,6 +51,7 @@ pub enum ObjectKind {
     Volume,
     Service,
     Proxy,
+    Job,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -180,6 +183,26 @@ pub enum Action {
     RemoveNetwork {
         name: String,
     },
+    /// Run a one-off job container to completion (exit 0 within `timeout`), keep its redacted
+    /// output tail, remove it. Nothing to undo: the container is always removed; what the job
+    /// did (a migration) stays.
+    RunJob {
+        /// The attached service; `None` for a release-level job.
+        service: Option<String>,
+        /// `api/migrate`, `release/smoke`.
+        job: String,
+        /// The container's engine name.
+        name: String,
+        phase: JobPhase,
+        revision: String,
+        config_hash: String,
+        config: Box<ContainerConfig>,
+        timeout: Duration,
+        /// Every secret value of the release, scrubbed from the job's output. Not serialised
+        /// (it would only print markers).
+        #[serde(skip)]
+        redact: Vec<crate::secret::Secret>,
+    },
 }
 
 impl Action {
@@ -200,6 +223,7 @@ impl Action {
             Action::ConfigureProxy { .. } => "switch",
             Action::Verify { .. } => "verify",
             Action::Drain { .. } => "drain",
+            Action::RunJob { .. } => "job",
         }
     }
 
@@ -216,7 +240,8 @@ impl Action {
             | Action::AwaitHealthy { name, .. }
             | Action::RemoveContainer { name, .. }
             | Action::SeedProxy { name, .. }
-            | Action::ConfigureProxy { name, .. } => name.clone(),
+            | Action::ConfigureProxy { name, .. }
+            | Action::RunJob { name, .. } => name.clone(),
             Action::RenameContainer { from, to, .. } => format!("{from} -> {to}"),
             Action::Verify { verify, .. } => format!("127.0.0.1:{}{}", verify.port, verify.path),
             Action::Drain { proxy, .. } => proxy.clone(),
@@ -233,6 +258,7 @@ impl Action {
             | Action::AwaitHealthy { service, .. }
             | Action::RemoveContainer { service, .. }
             | Action::Verify { service, .. } => Some(service),
+            Action::RunJob { service, .. } => service.as_deref(),
             _ => None,
         }
     }
