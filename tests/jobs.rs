@@ -300,3 +300,179 @@ fn migrations_gate_a_blue_green_release_against_postgres() {
         Ok("1".to_string())
     );
 }
+
+/// A recreate `web` at `version` with release-level jobs: `prepare` (before, running `script`)
+/// and `smoke` (after, `when: always`: it checks web answers with `version`).
+fn release_jobs_spec(release: &str, port: u16, version: &str, script: &str) -> String {
+    format!(
+        r#"version: 1
+release: {release}
+services:
+  web:
+    image: reconciler-test/app:{version}
+    ports: ["127.0.0.1:{port}:8000"]
+    stop_grace_period: 2s
+    health: {{ http: {{ port: 8000, path: /health }}, interval: 250ms, deadline: 10s }}
+jobs:
+  before:
+    - {{ name: prepare, image: "reconciler-test/busybox:1", command: ["sh", "-c", "{script}"], timeout: 2m }}
+  after:
+    - name: smoke
+      image: reconciler-test/busybox:1
+      command: ["sh", "-c", "wget -qO- http://web:8000/version | grep {version}"]
+      timeout: 30s
+      when: always
+"#
+    )
+}
+
+fn reconciler(args: &[&str], repo: &TestRepo, state: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_reconciler"));
+    cmd.args(args)
+        .args(["--repo", &repo.url()])
+        .arg("--state-dir")
+        .arg(state)
+        .env("RECONCILER_LOG", "info");
+    cmd
+}
+
+fn history(state: &Path, release: &str) -> Vec<Value> {
+    let path = state.join("releases").join(release).join("history.json");
+    let history: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("history")).expect("JSON");
+    // Not schema-checked here: a recovery entry has an empty spec_hash (not this feature's).
+    history["entries"].as_array().cloned().unwrap_or_default()
+}
+
+fn job_names(entry: &Value) -> Vec<(String, String)> {
+    entry["jobs"]
+        .as_array()
+        .map(|jobs| {
+            jobs.iter()
+                .map(|j| {
+                    (
+                        j["job"].as_str().unwrap_or_default().to_string(),
+                        j["outcome"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn release_jobs_run_once_per_revision_and_a_crash_during_a_job_is_recovered() {
+    ensure_images(&["app"]);
+    let release = TestRelease::new("jobs-crash");
+    let repo = TestRepo::new();
+    let state = tempfile::tempdir().expect("state dir");
+    let port = free_port();
+    let write = |version: &str, script: &str| {
+        repo.write(
+            "release.yaml",
+            &release_jobs_spec(&release.name, port, version, script),
+        );
+        repo.commit(&format!("{version}: {script}"));
+    };
+
+    // The first revision: prepare before web, smoke after it.
+    write("v1", "echo prepared");
+    let out = reconciler(&["apply"], &repo, state.path())
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(0), "v1: {}", show(&out));
+    let entries = history(state.path(), &release.name);
+    assert_eq!(
+        job_names(&entries[0]),
+        [
+            ("release/prepare".to_string(), "succeeded".to_string()),
+            ("release/smoke".to_string(), "succeeded".to_string())
+        ]
+    );
+    assert!(entries[0]["jobs"][1]["output_tail"]
+        .as_str()
+        .is_some_and(|t| t.contains("v1")));
+
+    // The same revision again: in sync, even for the `always` job, which ran for it.
+    let out = reconciler(&["diff"], &repo, state.path())
+        .output()
+        .expect("diff");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("No changes"), "{}", show(&out));
+    let out = reconciler(&["apply"], &repo, state.path())
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(history(state.path(), &release.name).len(), 1);
+
+    // A revision whose `prepare` hangs; diff shows the job steps; the apply is SIGKILLed
+    // while the job runs.
+    write("v2", "echo started; sleep 120");
+    let out = reconciler(&["diff", "--steps"], &repo, state.path())
+        .output()
+        .expect("diff");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("+ job release/prepare") && text.contains("+ job release/smoke"),
+        "{}",
+        show(&out)
+    );
+    let job_container = release.obj("job-release-prepare");
+    let mut child = reconciler(&["apply"], &repo, state.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("apply");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let running = loop {
+        let state = docker(&["inspect", "-f", "{{.State.Running}}", &job_container]);
+        if state.as_deref().map(str::trim) == Ok("true") {
+            break true;
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert!(running, "the job container never ran");
+    let killed_id = docker(&["inspect", "-f", "{{.Id}}", &job_container]).expect("still there");
+
+    // The next apply (a fixed job) recovers first: the job container is removed, the
+    // interrupted release rolled back, then the new revision is applied.
+    write("v2", "echo fixed");
+    let out = reconciler(&["apply"], &repo, state.path())
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(0), "v2 fixed: {}", show(&out));
+    assert!(
+        docker(&["inspect", killed_id.trim()]).is_err(),
+        "the killed job's container is still there"
+    );
+    let entries = history(state.path(), &release.name);
+    let recovery = entries
+        .iter()
+        .find(|e| e["kind"] == "recovery")
+        .expect("a recovery entry");
+    assert_eq!(recovery["outcome"], "rolled_back", "{recovery:#}");
+    let last = entries.last().expect("entry");
+    assert_eq!(last["outcome"], "applied", "{last:#}");
+    assert_eq!(
+        job_names(last),
+        [
+            ("release/prepare".to_string(), "succeeded".to_string()),
+            ("release/smoke".to_string(), "succeeded".to_string())
+        ]
+    );
+    let leftovers = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &release.label_filter(),
+        "--filter",
+        "label=io.reconciler.job",
+    ])
+    .unwrap_or_default();
+    assert_eq!(leftovers.trim(), "", "job containers left");
+}
