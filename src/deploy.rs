@@ -173,9 +173,9 @@ pub async fn deploy(
         record_recovery(ctx, &dir, &report, &req.actor, &req.trigger.to_string());
         events.recovered(&report);
     }
-    if !desired.jobs.is_empty() {
-        crate::job::clean_up(engine, &release).await;
-    }
+    // Job containers a crash left (the journal's undo removes the one in flight; this also
+    // catches one whose journal was lost).
+    crate::job::clean_up(engine, &release).await;
 
     let history = load_history(&dir)?;
     if req.kind == Kind::Deploy && !req.retry {

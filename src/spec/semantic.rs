@@ -760,12 +760,23 @@ fn check_jobs(spec: &ReleaseSpec) -> Vec<Issue> {
                 }
             }
             let as_service = job.as_service("");
-            for (key, _) in as_service.environment_pairs() {
+            for (key, value) in as_service.environment_pairs() {
+                let path = format!("{at}.environment");
                 if job.secrets.contains_key(&key) {
                     out.push(Issue::new(
-                        format!("{at}.environment"),
+                        path.clone(),
                         format!("`{key}` is set both in `environment` and in `secrets`"),
                         Some(format!("remove `{key}` from `environment`")),
+                    ));
+                }
+                let literal = value.filter(|v| !v.is_empty());
+                if literal.is_some_and(|v| looks_secret(&key) || has_url_credentials(&v)) {
+                    out.push(Issue::new(
+                        path,
+                        format!("`{key}` looks like a secret written as a literal value in git"),
+                        Some(format!(
+                            "move it to the job's `secrets: {{ {key}: {{ env: HOST_VAR }} }}`"
+                        )),
                     ));
                 }
             }
