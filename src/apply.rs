@@ -830,6 +830,18 @@ mod tests {
     }
 
     #[test]
+    fn a_job_step_is_undone_by_removing_its_container_if_a_crash_left_it() {
+        let step = StepRef::RunJob {
+            name: "shop-job-api-migrate".to_string(),
+        };
+        assert!(!step.is_final());
+        match undo_of(&step, Effect::Done) {
+            Some(Undo::RemoveJobContainer(name)) => assert_eq!(name, "shop-job-api-migrate"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn the_commit_point_is_the_first_removal() {
         let step = |action| crate::plan::Step {
             action,

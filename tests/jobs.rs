@@ -465,6 +465,18 @@ fn release_jobs_run_once_per_revision_and_a_crash_during_a_job_is_recovered() {
             ("release/smoke".to_string(), "succeeded".to_string())
         ]
     );
+    let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(["history", "--release", &release.name, "--limit", "1"])
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .expect("history");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("job release/prepare (before) succeeded exit 0"),
+        "{}",
+        show(&out)
+    );
     let leftovers = docker(&[
         "ps",
         "-aq",

@@ -108,15 +108,11 @@ pub(super) fn add_jobs(
     let mut before: Vec<Step> = Vec::new();
     let mut after: Vec<Step> = Vec::new();
     let mut per_service: Vec<(String, Vec<Step>)> = Vec::new();
-    // Release-level jobs come last in `desired.jobs`; their `before` runs first.
-    for job in chosen.iter().filter(|j| j.service.is_none()) {
-        match job.phase {
-            JobPhase::Before => before.push(step(job)),
-            JobPhase::After => {}
-        }
-    }
+    // `desired.jobs` lists the services' jobs (in dependency order), then the release's: so
+    // `after` holds the services' before the release's.
     for job in &chosen {
         match (job.phase, &job.service) {
+            (JobPhase::Before, None) => before.push(step(job)),
             (JobPhase::Before, Some(service)) => {
                 match per_service.iter_mut().find(|(s, _)| s == service) {
                     Some((_, list)) => list.push(step(job)),
@@ -124,10 +120,8 @@ pub(super) fn add_jobs(
                 }
             }
             (JobPhase::After, _) => after.push(step(job)),
-            (JobPhase::Before, None) => {}
         }
     }
-    // `after`: services' jobs before the release's, as `desired.jobs` lists them.
 
     let commit = steps
         .iter()
