@@ -35,5 +35,6 @@ pub mod spec;
 pub mod state;
 pub mod status;
 pub mod trigger;
+pub mod validate;
 pub mod watch;
 pub mod webhook;

@@ -284,8 +284,15 @@ pub fn plan(desired: &DesiredRelease, live: &LiveState) -> Result<Plan, PlanErro
             }
         }
         if !retired.is_empty() {
-            let period = switched
+            // Every service that loses a container waits its own drain period: a leftover
+            // color may have served until a reload just before this plan (a crash right
+            // after the switch), so its requests drain like those of a switched service.
+            let losing: BTreeSet<&str> = retired.iter().map(|(s, _)| s.as_str()).collect();
+            let period = desired
+                .services
                 .iter()
+                .filter(|s| losing.contains(s.name.as_str()))
+                .chain(switched.iter().copied())
                 .map(|s| s.drain)
                 .max()
                 .unwrap_or(crate::defaults::DRAIN_PERIOD);
@@ -563,7 +570,7 @@ fn plan_blue_green(
                 fields: Vec::new(),
             });
         }
-        let still_serving = retire_unless_serving(b, svc, &leftovers, live, proxy);
+        let still_serving = retire_unless_serving(b, svc, &leftovers);
         let color = serving_color.unwrap_or_else(|| COLORS[0].to_string());
         return BlueGreenOutcome {
             container: colored(&color),
@@ -613,7 +620,7 @@ fn plan_blue_green(
         .collect();
     leftovers.retain(|c| c.name != new_name);
     retire(b, svc, &blocking);
-    let still_serving = retire_unless_serving(b, svc, &leftovers, live, proxy);
+    let still_serving = retire_unless_serving(b, svc, &leftovers);
     b.main(
         create_service_container(svc, new_name.clone(), Some(new_color.clone()), revision),
         format!(
@@ -651,23 +658,22 @@ fn plan_blue_green(
     }
 }
 
-/// Retires the leftovers the proxy does not send traffic to now; returns the names of those
-/// it does (left behind by another strategy, say), which keep running until the switch has
-/// moved traffic away, and are removed after it.
+/// Retires the leftovers that are not running; returns the names of those that run, which
+/// keep running until the drain and are removed after it. A running leftover may serve now
+/// (left behind by another strategy, say) or may have served until a reload moments ago (a
+/// crash right after the switch, with the journal lost): the live upstreams file cannot tell
+/// nginx's old workers apart, so stopping it before the drain could cut their requests.
 pub(super) fn retire_unless_serving(
     b: &mut Builder,
     svc: &DesiredService,
     leftovers: &[&&LiveContainer],
-    live: &LiveState,
-    proxy: &DesiredProxy,
 ) -> Vec<String> {
-    let hosts = serving_hosts(live, proxy);
-    let (serving, idle): (Vec<&&LiveContainer>, Vec<&&LiveContainer>) = leftovers
+    let (running, idle): (Vec<&&LiveContainer>, Vec<&&LiveContainer>) = leftovers
         .iter()
         .copied()
-        .partition(|c| hosts.contains(&c.name) && c.state == ContainerState::Running);
+        .partition(|c| c.state == ContainerState::Running);
     retire(b, svc, &idle);
-    serving.into_iter().map(|c| c.name.clone()).collect()
+    running.into_iter().map(|c| c.name.clone()).collect()
 }
 
 /// The containers the running proxy sends traffic to now, by its live upstreams file.

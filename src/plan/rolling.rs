@@ -299,7 +299,7 @@ pub(super) fn plan_rolling(
     });
     // Not serving: out of the way first (a slot's name may be needed). Serving leftovers
     // (another strategy's containers) keep serving until the final switch.
-    let mut retired = retire_unless_serving(b, svc, &leftovers, live, proxy);
+    let mut retired = retire_unless_serving(b, svc, &leftovers);
 
     for ((slot, current, decision), (_, color)) in plans.iter().zip(&after) {
         let Some((_, why, _)) = decision else {

@@ -7,12 +7,12 @@
 #
 # Usage: tests/images/build.sh [IMAGE...]
 #   IMAGE is one of: busybox app debian nginx packages prometheus
-#   alertmanager postgres   (default: all)
+#   alertmanager postgres redis   (default: all)
 #
-# prometheus, alertmanager and postgres are tagged from one shared image,
-# reconciler-test/packages:bookworm (the debian image plus Debian's
-# prometheus, prometheus-alertmanager and postgresql-15 packages, installed by
-# apt-get in a container: one download, one layer on disk for all three).
+# prometheus, alertmanager, postgres and redis are tagged from one shared
+# image, reconciler-test/packages:bookworm-2 (the debian image plus Debian's
+# prometheus, prometheus-alertmanager, postgresql-15 and redis-server packages,
+# installed by apt-get in a container: one download, one layer on disk).
 #
 # Idempotent: an image that already exists (`docker image inspect`) is
 # skipped. Set RECONCILER_TEST_REBUILD=1 to rebuild the named images anyway.
@@ -31,19 +31,21 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${RECONCILER_TEST_CACHE:-/var/cache/reconciler-test}"
 REBUILD="${RECONCILER_TEST_REBUILD:-0}"
 TEST_LABEL="io.reconciler.test=1"
-ALL_IMAGES=(busybox app debian nginx packages prometheus alertmanager postgres)
+ALL_IMAGES=(busybox app debian nginx packages prometheus alertmanager postgres redis)
 
 IMG_BUSYBOX="reconciler-test/busybox:1"
 IMG_APP="reconciler-test/app"      # tags v1 v2 v3
 APP_VERSIONS=(v1 v2 v3)
 IMG_DEBIAN="reconciler-test/debian:bookworm"
 IMG_NGINX="reconciler-test/nginx:1"
-IMG_PACKAGES="reconciler-test/packages:bookworm"
+# The tag changes with SERVICE_PACKAGES: images are rebuilt only when their tag is missing.
+IMG_PACKAGES="reconciler-test/packages:bookworm-2"
 IMG_PROMETHEUS="reconciler-test/prometheus:1"
 IMG_ALERTMANAGER="reconciler-test/alertmanager:1"
 IMG_POSTGRES="reconciler-test/postgres:15"
+IMG_REDIS="reconciler-test/redis:7"
 # Debian packages in $IMG_PACKAGES (no recommends).
-SERVICE_PACKAGES=(prometheus prometheus-alertmanager postgresql-15)
+SERVICE_PACKAGES=(prometheus prometheus-alertmanager postgresql-15 redis-server)
 
 log() { echo "[images] $*" >&2; }
 
@@ -379,6 +381,24 @@ build_postgres() {
     sig=$(docker image inspect -f '{{.Config.StopSignal}}' "$IMG_POSTGRES")
     [[ "$sig" == "SIGINT" ]] || die "$IMG_POSTGRES: stop signal is '$sig', expected SIGINT"
     log "$IMG_POSTGRES: $(image_size "$IMG_POSTGRES")"
+}
+
+build_redis() {
+    need_build "$IMG_REDIS" || return 0
+    image_exists "$IMG_PACKAGES" || build_packages
+    local tmp
+    tmp=$(scratch_dir)
+    mkdir -p "$tmp/files"
+    log "$IMG_REDIS: deriving from $IMG_PACKAGES"
+    # Listens on every interface of its container only: no port is published unless a test
+    # publishes one on 127.0.0.1. Data in /var/lib/redis (a volume in the examples).
+    derive_image "$IMG_PACKAGES" "$IMG_REDIS" "$tmp/files" -- \
+        'USER redis' \
+        'WORKDIR /var/lib/redis' \
+        'ENTRYPOINT ["/usr/bin/redis-server"]' \
+        'CMD ["--bind", "0.0.0.0", "--protected-mode", "no", "--dir", "/var/lib/redis"]' \
+        'EXPOSE 6379'
+    log "$IMG_REDIS: $(image_size "$IMG_REDIS")"
 }
 
 # --- main -------------------------------------------------------------------

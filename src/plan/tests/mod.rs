@@ -675,6 +675,37 @@ fn blue_green_image_change_switches_colors_and_retires_the_old_one_last() {
     assert_eq!(p3.steps[1].action.target(), "shop-api-blue");
 }
 
+/// A crash right after the switch with the journal lost: the plan comes from the labels alone.
+/// The old color no longer appears in the upstreams file, but nginx's old workers may still be
+/// finishing requests on it, so it must run until the drain, not be stopped first.
+#[test]
+fn a_leftover_color_after_a_switch_is_removed_only_after_the_drain() {
+    let d1 = desired(BG);
+    let live = simulate(
+        &live_with_images(&d1),
+        &plan(&d1, &live_with_images(&d1)).unwrap(),
+    );
+    let d2 = desired(&BG.replace("shop-api:1", "shop-api:2"));
+    let p = plan(&d2, &live).unwrap();
+    let switch = kinds(&p).iter().position(|k| *k == "switch").unwrap();
+    let mut crashed = live.clone();
+    for step in &p.steps[..=switch] {
+        sim_step(&mut crashed, &step.action);
+    }
+    let recovery = plan(&d2, &crashed).unwrap();
+    assert_eq!(kinds(&recovery), ["drain", "remove"]);
+    assert_eq!(recovery.steps[1].action.target(), "shop-api-blue");
+    let Action::Drain { period, .. } = &recovery.steps[0].action else {
+        panic!()
+    };
+    assert_eq!(
+        *period,
+        std::time::Duration::from_secs(3),
+        "the service's own drain"
+    );
+    assert!(plan(&d2, &simulate(&crashed, &recovery)).unwrap().in_sync());
+}
+
 #[test]
 fn an_nginx_conf_change_is_a_reload_without_new_containers() {
     let d1 = desired(BG);
