@@ -162,7 +162,7 @@ impl Host {
         let text = std::fs::read_to_string(&path).expect("history.json");
         assert!(!text.contains(PASSWORD), "history holds the secret: {text}");
         let history: Value = serde_json::from_str(&text).expect("history JSON");
-        validate_history(&history);
+        validate("history.schema.json", &history);
         history["entries"]
             .as_array()
             .and_then(|e| e.last())
@@ -171,8 +171,10 @@ impl Host {
     }
 }
 
-fn validate_history(value: &Value) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/history.schema.json");
+fn validate(schema_file: &str, value: &Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(schema_file);
     let schema: Value =
         serde_json::from_str(&std::fs::read_to_string(path).expect("schema")).expect("JSON");
     let validator = jsonschema::validator_for(&schema).expect("valid schema");
@@ -180,7 +182,7 @@ fn validate_history(value: &Value) {
         .iter_errors(value)
         .map(|e| e.to_string())
         .collect();
-    assert!(errors.is_empty(), "history.schema.json: {errors:?}");
+    assert!(errors.is_empty(), "{schema_file}: {errors:?}");
 }
 
 fn summary(r: &LoadReport) -> String {
@@ -417,6 +419,16 @@ fn release_jobs_run_once_per_revision_and_a_crash_during_a_job_is_recovered() {
         "{}",
         show(&out)
     );
+    let out = reconciler(&["diff", "--output", "json"], &repo, state.path())
+        .output()
+        .expect("diff");
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    validate("plan.schema.json", &plan);
+    let job_steps = plan["steps"]
+        .as_array()
+        .map(|s| s.iter().filter(|s| s["action"] == "job").count())
+        .unwrap_or_default();
+    assert_eq!(job_steps, 2, "{plan:#}");
     let job_container = release.obj("job-release-prepare");
     let mut child = reconciler(&["apply"], &repo, state.path())
         .stdout(std::process::Stdio::null())

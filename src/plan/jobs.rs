@@ -24,6 +24,23 @@ pub fn done_key(job: &str, config_hash: &str) -> String {
     format!("{job}@{config_hash}")
 }
 
+/// Where the release starts changing what runs: after the pulls and the creation of networks
+/// and volumes. Snapshots of stateful services (issue 7) go here, and release-level `before`
+/// jobs right after them: insert snapshot steps at this index before `add_jobs` runs.
+pub(super) fn prelude_end(steps: &[Step]) -> usize {
+    steps
+        .iter()
+        .position(|s| {
+            !matches!(
+                s.action,
+                Action::PullImage { .. }
+                    | Action::CreateNetwork { .. }
+                    | Action::CreateVolume { .. }
+            )
+        })
+        .unwrap_or(steps.len())
+}
+
 /// Inserts the job steps that should run into `steps` (already ordered by the planner) and
 /// their changes into `changes`.
 pub(super) fn add_jobs(
@@ -93,18 +110,7 @@ pub(super) fn add_jobs(
         }
     };
 
-    // Snapshot steps (issue 7) are inserted at `prelude_end` too, ahead of these.
-    let prelude_end = steps
-        .iter()
-        .position(|s| {
-            !matches!(
-                s.action,
-                Action::PullImage { .. }
-                    | Action::CreateNetwork { .. }
-                    | Action::CreateVolume { .. }
-            )
-        })
-        .unwrap_or(steps.len());
+    let prelude_end = prelude_end(steps);
     let mut before: Vec<Step> = Vec::new();
     let mut after: Vec<Step> = Vec::new();
     let mut per_service: Vec<(String, Vec<Step>)> = Vec::new();
