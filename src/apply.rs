@@ -40,6 +40,8 @@ pub struct ApplyOptions {
     pub pause_at: Option<PausePoint>,
     /// Where `TakeSnapshot` steps write; a plan with such a step fails without it.
     pub snapshots: Option<SnapshotTarget>,
+    /// Where job runs (`Action::RunJob`) are recorded; `None`: not recorded anywhere.
+    pub jobs: Option<Arc<crate::job::JobLog>>,
 }
 
 /// The environment variable naming a test pause point: `<step index>:<before|after>`.
@@ -256,6 +258,10 @@ pub enum StepRef {
     RemoveNetwork {
         name: String,
     },
+    /// A job's container, always removed by the job itself; a crash may leave it.
+    RunJob {
+        name: String,
+    },
     /// Pulls, seeding a new proxy (undone with its container), gates, verify, drain,
     /// snapshots: nothing on the host to put back.
     NothingToUndo,
@@ -277,6 +283,7 @@ impl StepRef {
             Action::ConfigureProxy { name: n, .. } => StepRef::ConfigureProxy { name: name(n) },
             Action::RemoveContainer { name: n, .. } => StepRef::RemoveContainer { name: name(n) },
             Action::RemoveNetwork { name: n } => StepRef::RemoveNetwork { name: name(n) },
+            Action::RunJob { name: n, .. } => StepRef::RunJob { name: name(n) },
             Action::PullImage { .. }
             | Action::SeedProxy { .. }
             | Action::AwaitHealthy { .. }
@@ -320,6 +327,8 @@ pub(crate) fn undo_of(step: &StepRef, effect: Effect) -> Option<Undo> {
         }),
         (StepRef::CreateContainer { name }, _) => Some(Undo::RemoveContainer(name.clone())),
         (StepRef::StartContainer { name }, _) => Some(Undo::StopContainer(name.clone())),
+        // What the job did stays; only its container, if a crash left it, goes.
+        (StepRef::RunJob { name }, _) => Some(Undo::RemoveJobContainer(name.clone())),
         (StepRef::ConfigureProxy { name }, Effect::ProxyFilesReplaced(previous)) => {
             Some(Undo::RestoreProxy {
                 name: name.clone(),
@@ -342,6 +351,8 @@ pub(crate) enum Undo {
         to: String,
     },
     RemoveContainer(String),
+    /// A job's container, if it is still there (normally the job removed it).
+    RemoveJobContainer(String),
     /// The proxy's files as they were before a switch; put back and reloaded.
     RestoreProxy {
         name: String,
@@ -358,6 +369,7 @@ impl std::fmt::Display for Undo {
             Undo::StopContainer(name) => write!(f, "stop container `{name}`"),
             Undo::Rename { from, to } => write!(f, "rename container `{from}` back to `{to}`"),
             Undo::RemoveContainer(name) => write!(f, "remove container `{name}`"),
+            Undo::RemoveJobContainer(name) => write!(f, "remove job container `{name}` if left"),
             Undo::RestoreProxy { name, previous } => {
                 let paths: Vec<&str> = previous.iter().map(|p| p.path.as_str()).collect();
                 write!(
@@ -395,6 +407,10 @@ impl Undo {
             Undo::Rename { from, to } => engine.rename_container(from, to).await,
             // Forced: it may be running, and it is ours, created by this apply.
             Undo::RemoveContainer(name) => engine.remove_container(name, true).await,
+            Undo::RemoveJobContainer(name) => {
+                crate::job::remove_quietly(engine, name).await;
+                Ok(())
+            }
             Undo::RestoreProxy { name, previous } => {
                 proxy::restore(engine, name, previous)
                     .await
@@ -572,6 +588,32 @@ async fn run_step(
             )
             .await
             .map_err(|e| e.to_string())?;
+            Ok(Effect::Done)
+        }
+        Action::RunJob {
+            service,
+            job,
+            name,
+            phase,
+            revision,
+            config_hash,
+            config,
+            timeout,
+            redact,
+        } => {
+            let run = crate::job::JobRun {
+                release: &plan.release,
+                service: service.as_deref(),
+                job,
+                name,
+                phase: *phase,
+                revision,
+                config_hash,
+                config,
+                timeout: *timeout,
+                redact,
+            };
+            crate::job::run(engine, &run, opts.jobs.as_deref(), cancel).await?;
             Ok(Effect::Done)
         }
     }
@@ -812,6 +854,18 @@ mod tests {
         for bad in ["", "3", "x:before", "3:during", "-1:after"] {
             let err = PausePoint::parse(bad, None).unwrap_err();
             assert!(err.contains(PAUSE_AT_ENV), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_job_step_is_undone_by_removing_its_container_if_a_crash_left_it() {
+        let step = StepRef::RunJob {
+            name: "shop-job-api-migrate".to_string(),
+        };
+        assert!(!step.is_final());
+        match undo_of(&step, Effect::Done) {
+            Some(Undo::RemoveJobContainer(name)) => assert_eq!(name, "shop-job-api-migrate"),
+            other => panic!("{other:?}"),
         }
     }
 

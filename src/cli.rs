@@ -398,7 +398,7 @@ async fn prepare(
         // diff changes nothing, recovery included; it says what the next apply will do first.
         eprintln!("note: {note}");
     }
-    let plan = reconcile::plan(&engine, &loaded.desired).await?;
+    let plan = reconcile::plan(&engine, &loaded.desired, state_dir).await?;
     Ok(Ok((engine, loaded, plan)))
 }
 

@@ -379,7 +379,7 @@ async fn reconcile_inner(cycle: &mut Cycle, trigger: Trigger) -> Result<Outcome,
     let loaded = reconcile::load(tree.clone(), &ProcessEnv)
         .inspect_err(|e| cycle.notify.load_failed(tree.as_ref(), e))?;
     let mut notes = cycle.notify.loaded(&loaded, trigger);
-    let (plan, live) = reconcile::plan_observed(&cycle.engine, &loaded.desired)
+    let (plan, live) = reconcile::plan_observed(&cycle.engine, &loaded.desired, &cycle.state_dir)
         .await
         .inspect_err(|e| cycle.notify.plan_failed(&notes, e))?;
     let dir = state::ReleaseDir::new(&cycle.state_dir, &loaded.desired.release);

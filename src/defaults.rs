@@ -76,3 +76,9 @@ pub const NOTIFY_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How long a `snapshot:` command may run when the spec gives no `timeout`.
 pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a job (`jobs:`) may run before it is killed, when it declares no `timeout`.
+pub const JOB_TIMEOUT: Duration = Duration::from_secs(600);
+/// Lines of a job's output kept (redacted) in history and in the failure message.
+pub const JOB_OUTPUT_LINES: usize = 40;
+/// Bytes of a job's output kept at most, whatever the line count.
+pub const JOB_OUTPUT_BYTES: usize = 4096;

@@ -175,6 +175,9 @@ pub async fn deploy(
         record_recovery(ctx, &dir, &report, &req.actor, &req.trigger.to_string());
         events.recovered(&report);
     }
+    // Job containers a crash left (the journal's undo removes the one in flight; this also
+    // catches one whose journal was lost).
+    crate::job::clean_up(engine, &release).await;
 
     let history = load_history(&dir)?;
     if req.kind == Kind::Deploy && !req.retry {
@@ -194,7 +197,8 @@ pub async fn deploy(
         }
     }
 
-    let live = reconcile::observe(engine, desired).await?;
+    let mut live = reconcile::observe(engine, desired).await?;
+    live.jobs_done = jobs_done(&dir, &revision);
     let previous = match current::load(&dir) {
         Ok(c) => c.map(|c| c.revision),
         Err(e) => {
@@ -245,6 +249,7 @@ pub async fn deploy(
                 failure: None,
                 source: req.source.clone(),
                 snapshots: Vec::new(),
+                jobs: Vec::new(),
             };
             history::append(&dir, entry, ctx.history_limit)?;
             suspend_after_rollback(&dir, &req.actor, &revision)?;
@@ -264,6 +269,7 @@ pub async fn deploy(
     let t0 = Instant::now();
     let journal = std::sync::Arc::new(Journal::new(dir.clone()));
     let deploy_id = history.next_id(&release);
+    let jobs = std::sync::Arc::new(crate::job::JobLog::new(Some(dir.clone())));
     let result = apply::apply(
         engine,
         &plan,
@@ -277,6 +283,7 @@ pub async fn deploy(
                 revision: revision.clone(),
                 previous_revision: previous.clone(),
             }),
+            jobs: Some(jobs.clone()),
         },
     )
     .await;
@@ -302,6 +309,7 @@ pub async fn deploy(
         source: req.source.clone(),
         // Also for a failed deploy: its snapshots were taken and are kept.
         snapshots: taken,
+        jobs: jobs.records(),
     };
     match result {
         Ok(report) => {
@@ -525,6 +533,7 @@ fn record_recovery(
             // The interrupted deploy never recorded its entry; this one takes its id, and with
             // it the snapshots taken before the crash.
             snapshots: snapshot_index(dir).taken_by(&history.next_id(&report.release)),
+            jobs: Vec::new(),
         },
         Err(e) => {
             warn!(error = %e, "cannot read history to record the recovery");
@@ -568,6 +577,15 @@ fn suspend_after_rollback(dir: &ReleaseDir, actor: &str, revision: &str) -> Resu
             message: None,
         },
     )
+}
+
+/// The jobs already done for `revision`; an unreadable record means none (they run again,
+/// which is what a lost record would do anyway).
+pub fn jobs_done(dir: &ReleaseDir, revision: &str) -> std::collections::BTreeSet<String> {
+    state::jobs::load(dir, revision).unwrap_or_else(|e| {
+        warn!(error = %e, "cannot read the record of jobs done; they may run again");
+        Default::default()
+    })
 }
 
 /// A torn history is moved aside (kept for a person to read) rather than blocking deploys.

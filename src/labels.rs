@@ -17,6 +17,9 @@ pub const CONFIG_HASH: &str = "io.reconciler.config-hash";
 pub const CONFIG: &str = "io.reconciler.config";
 /// `blue` / `green` for blue-green services; absent for recreate.
 pub const COLOR: &str = "io.reconciler.color";
+/// On a job's container (`jobs:`): the job's key (`api/migrate`). Such a container is not a
+/// service's: `live::observe` leaves it out, and a leftover is removed before the next deploy.
+pub const JOB: &str = "io.reconciler.job";
 /// `network`, `volume` or `container`, to make label filters unambiguous.
 pub const KIND: &str = "io.reconciler.kind";
 

@@ -18,6 +18,7 @@ pub mod deploy;
 pub mod desired;
 pub mod engine;
 pub mod health;
+pub mod job;
 pub mod labels;
 pub mod live;
 pub mod logging;

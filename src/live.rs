@@ -23,6 +23,9 @@ pub struct LiveState {
     /// The files the reconciler manages inside the proxy container (`<release>-proxy`), by
     /// path: their content, or `None` when missing. Empty without a proxy.
     pub proxy_files: BTreeMap<String, Option<String>>,
+    /// Jobs that already succeeded for the revision being planned (`<job key>@<config hash>`),
+    /// from the state dir (`state::jobs`); they do not run again for that revision.
+    pub jobs_done: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -108,6 +111,10 @@ pub async fn observe(
 
     let mut containers = Vec::new();
     for summary in engine.list_containers(&filter).await? {
+        // A job's container is not a service's; a leftover one is removed by `job::clean_up`.
+        if summary.labels.contains_key(labels::JOB) {
+            continue;
+        }
         // Inspect by id: a name may change under us (a concurrent rename), an id cannot.
         let info = match engine.inspect_container(&summary.id).await {
             Ok(info) => info,
@@ -172,6 +179,7 @@ pub async fn observe(
         volumes,
         images: image_ids,
         proxy_files,
+        jobs_done: Default::default(),
     })
 }
 

@@ -186,17 +186,25 @@ impl RepoFiles for TreeFiles<'_> {
     }
 }
 
-/// Observes the engine and plans. Pure apart from the observation.
-pub async fn plan(engine: &Engine, desired: &DesiredRelease) -> Result<Plan, ReconcileError> {
-    Ok(plan_observed(engine, desired).await?.0)
+/// Observes the engine (and the jobs already done, from `state_dir`) and plans. Pure apart
+/// from the observation.
+pub async fn plan(
+    engine: &Engine,
+    desired: &DesiredRelease,
+    state_dir: &std::path::Path,
+) -> Result<Plan, ReconcileError> {
+    Ok(plan_observed(engine, desired, state_dir).await?.0)
 }
 
 /// [`plan`], also returning what was observed (notifications name the running revision).
 pub async fn plan_observed(
     engine: &Engine,
     desired: &DesiredRelease,
+    state_dir: &std::path::Path,
 ) -> Result<(Plan, live::LiveState), ReconcileError> {
-    let live = observe(engine, desired).await?;
+    let mut live = observe(engine, desired).await?;
+    let dir = crate::state::ReleaseDir::new(state_dir, &desired.release);
+    live.jobs_done = crate::deploy::jobs_done(&dir, &desired.revision);
     let plan = plan::plan(desired, &live)?;
     Ok((plan, live))
 }

@@ -149,7 +149,7 @@ async fn drift_against(
     let snap = Snapshot::from_cache(&cache, &source.url, revision, &source.path)
         .map_err(|e| e.to_string())?;
     let loaded = reconcile::load(Arc::new(snap), &ProcessEnv).map_err(|e| e.to_string())?;
-    let plan = reconcile::plan(engine, &loaded.desired)
+    let plan = reconcile::plan(engine, &loaded.desired, state_dir)
         .await
         .map_err(|e| e.to_string())?;
     let mut drift: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -159,6 +159,7 @@ async fn drift_against(
             ObjectKind::Proxy => "proxy".to_string(),
             ObjectKind::Network => format!("network {}", change.name),
             ObjectKind::Volume => format!("volume {}", change.name),
+            ObjectKind::Job => format!("job {}", change.name),
         };
         let fields: Vec<&str> = change.fields.iter().map(|f| f.path.as_str()).collect();
         let text = if fields.is_empty() {

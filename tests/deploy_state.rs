@@ -760,6 +760,7 @@ fn schemas_accept_what_is_written_and_reject_what_is_not() {
             sha256: "d".repeat(64),
             duration_ms: 300,
         }],
+        jobs: Vec::new(),
     };
     let good = serde_json::to_value(History {
         entries: vec![entry],

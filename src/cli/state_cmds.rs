@@ -247,6 +247,19 @@ fn print_entry(e: &Entry) {
             &s.sha256[..s.sha256.len().min(12)]
         );
     }
+    for j in &e.jobs {
+        let exit = j
+            .exit_code
+            .map(|c| format!(" exit {c}"))
+            .unwrap_or_default();
+        println!(
+            "    job {} ({}) {}{exit} in {:.1}s",
+            j.job,
+            j.phase,
+            j.outcome.as_str(),
+            j.duration_ms as f64 / 1000.0
+        );
+    }
     if let Some(f) = &e.failure {
         let step = f
             .step

@@ -26,9 +26,67 @@ pub struct DesiredRelease {
     /// In `depends_on` order: a service comes after everything it depends on.
     pub services: Vec<DesiredService>,
     pub proxy: Option<DesiredProxy>,
+    /// One-off jobs, service-level and release-level (`crate::plan` decides which run).
+    pub jobs: Vec<DesiredJob>,
+}
+
+/// When a job runs relative to what it is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobPhase {
+    Before,
+    After,
+}
+
+/// A `jobs:` entry resolved on this host: a container config like a service's.
+#[derive(Debug, Clone, Serialize)]
+pub struct DesiredJob {
+    /// The service it is attached to; `None` for a release-level job.
+    pub service: Option<String>,
+    pub name: String,
+    pub phase: JobPhase,
+    pub when: crate::spec::model::JobWhen,
+    /// `<release>-job-<service|release>-<name>`.
+    pub container_name: String,
+    pub container: ContainerConfig,
+    /// Over the config and its secret values: a changed job is a new job for the done record.
+    pub config_hash: String,
+    pub timeout: Duration,
+}
+
+impl DesiredJob {
+    /// `api/migrate`, or `release/smoke` for a release-level job: how history and errors
+    /// name it.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}",
+            self.service.as_deref().unwrap_or("release"),
+            self.name
+        )
+    }
 }
 
 impl DesiredRelease {
+    /// Every secret value the release hands to a container: what a job's output is scrubbed of.
+    pub fn secrets(&self) -> Vec<Secret> {
+        let configs = self
+            .services
+            .iter()
+            .map(|s| &s.container)
+            .chain(self.jobs.iter().map(|j| &j.container));
+        let mut out: Vec<Secret> = Vec::new();
+        for config in configs {
+            for value in config.env.values() {
+                if let EnvValue::Sensitive(secret) = value {
+                    if !out.contains(secret) {
+                        out.push(secret.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Every image the release runs (services, then the proxy), without repeats.
     pub fn images(&self) -> Vec<String> {
         let mut images: Vec<String> = Vec::new();
@@ -36,7 +94,8 @@ impl DesiredRelease {
             .services
             .iter()
             .map(|s| &s.container.image)
-            .chain(self.proxy.iter().map(|p| &p.container.image));
+            .chain(self.proxy.iter().map(|p| &p.container.image))
+            .chain(self.jobs.iter().map(|j| &j.container.image));
         for image in all {
             if !images.contains(image) {
                 images.push(image.clone());

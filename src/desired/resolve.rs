@@ -9,14 +9,14 @@ use std::time::Duration;
 use crate::defaults;
 use crate::secret::Secret;
 use crate::spec::model::{
-    HealthGate, Healthcheck, NetworkSpec, ProxySpec, ReleaseSpec, ScalarValue, ServiceNetworks,
-    ServiceSpec, StringOrList,
+    HealthGate, Healthcheck, JobsSpec, NetworkSpec, ProxySpec, ReleaseSpec, ScalarValue,
+    ServiceNetworks, ServiceSpec, StringOrList,
 };
 
 use super::{
-    ContainerConfig, DesiredNetwork, DesiredProxy, DesiredRelease, DesiredRoute, DesiredService,
-    DesiredSnapshot, DesiredVolume, DockerHealthcheck, EnvValue, Gate, LogConfig, Mount, MountKind,
-    NetworkAttachment, PortBinding, Probe, Verify,
+    ContainerConfig, DesiredJob, DesiredNetwork, DesiredProxy, DesiredRelease, DesiredRoute,
+    DesiredService, DesiredSnapshot, DesiredVolume, DockerHealthcheck, EnvValue, Gate, JobPhase,
+    LogConfig, Mount, MountKind, NetworkAttachment, PortBinding, Probe, Verify,
 };
 
 /// The network services join when they name none, as compose's `<project>_default`.
@@ -80,7 +80,8 @@ pub fn resolve(
         .services
         .values()
         .any(|s| s.network_attachments().is_empty())
-        || spec.proxy.as_ref().is_some_and(|p| p.networks.is_none());
+        || spec.proxy.as_ref().is_some_and(|p| p.networks.is_none())
+        || all_jobs(spec).any(|j| j.networks.is_none());
     let mut networks: Vec<DesiredNetwork> = spec
         .networks
         .iter()
@@ -201,6 +202,7 @@ pub fn resolve(
         });
     }
 
+    let jobs = resolve_jobs(spec, host, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -212,7 +214,77 @@ pub fn resolve(
         volumes,
         services,
         proxy,
+        jobs,
     })
+}
+
+fn all_jobs(spec: &ReleaseSpec) -> impl Iterator<Item = &crate::spec::model::JobSpec> {
+    let scopes = spec
+        .services
+        .values()
+        .filter_map(|s| s.jobs.as_ref())
+        .chain(spec.jobs.as_ref());
+    scopes.flat_map(|j| j.before.iter().chain(j.after.iter()))
+}
+
+/// Every `jobs:` entry, service-level (in dependency order) then release-level, as
+/// containers resolved exactly as a service's are. A service job defaults to the service's
+/// image; a release-level one must name its own (the semantic check says so).
+fn resolve_jobs(
+    spec: &ReleaseSpec,
+    host: &dyn HostEnv,
+    errors: &mut Vec<ResolveError>,
+) -> Vec<DesiredJob> {
+    let mut scopes: Vec<(Option<&str>, String, &JobsSpec, &str)> = Vec::new();
+    for name in dependency_order(spec) {
+        if let Some((key, svc)) = spec.services.get_key_value(&name) {
+            if let Some(jobs) = &svc.jobs {
+                scopes.push((
+                    Some(key.as_str()),
+                    format!("services.{key}.jobs"),
+                    jobs,
+                    &svc.image,
+                ));
+            }
+        }
+    }
+    if let Some(jobs) = &spec.jobs {
+        scopes.push((None, "jobs".to_string(), jobs, ""));
+    }
+    let mut out = Vec::new();
+    for (service, place, jobs, image) in scopes {
+        let phases = [
+            (JobPhase::Before, &jobs.before, "before"),
+            (JobPhase::After, &jobs.after, "after"),
+        ];
+        for (phase, list, key) in phases {
+            for (i, job) in list.iter().enumerate() {
+                let at = format!("{place}.{key}.{i}");
+                let as_service = job.as_service(image);
+                match resolve_container(spec, &at, None, &as_service, host) {
+                    Ok(container) => out.push(DesiredJob {
+                        container_name: engine_name(
+                            &spec.release,
+                            &format!("job-{}-{}", service.unwrap_or("release"), job.name),
+                        ),
+                        service: service.map(str::to_string),
+                        name: job.name.clone(),
+                        phase,
+                        when: job.when,
+                        config_hash: container.config_hash(),
+                        container,
+                        timeout: job
+                            .timeout
+                            .as_ref()
+                            .and_then(|d| d.parse().ok())
+                            .unwrap_or(defaults::JOB_TIMEOUT),
+                    }),
+                    Err(mut e) => errors.append(&mut e),
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The proxy container and its files. Its name is fixed (`<release>-proxy`): one proxy per
@@ -348,8 +420,22 @@ fn resolve_service(
     svc: &ServiceSpec,
     host: &dyn HostEnv,
 ) -> Result<ContainerConfig, Vec<ResolveError>> {
+    resolve_container(spec, &format!("services.{name}"), Some(name), svc, host)
+}
+
+/// A container config from a service-shaped spec at `place` in the document (a service, or a
+/// job through [`crate::spec::model::JobSpec::as_service`]). `alias`: the name others reach
+/// it by on its networks (a service's name; `None` for a job, which must not take its
+/// service's traffic).
+fn resolve_container(
+    spec: &ReleaseSpec,
+    place: &str,
+    alias: Option<&str>,
+    svc: &ServiceSpec,
+    host: &dyn HostEnv,
+) -> Result<ContainerConfig, Vec<ResolveError>> {
     let release = &spec.release;
-    let at = |field: &str| format!("services.{name}.{field}");
+    let at = |field: &str| format!("{place}.{field}");
     let mut errors = Vec::new();
 
     let mut env: BTreeMap<String, EnvValue> = BTreeMap::new();
@@ -460,7 +546,7 @@ fn resolve_service(
     let networks = if attachments.is_empty() {
         vec![NetworkAttachment {
             name: engine_name(release, DEFAULT_NETWORK),
-            aliases: vec![name.to_string()],
+            aliases: alias.iter().map(|a| a.to_string()).collect(),
         }]
     } else {
         attachments
@@ -468,7 +554,7 @@ fn resolve_service(
             .map(|(net, mut aliases)| {
                 // Services find each other by service name on every network they share, as
                 // with compose.
-                if !aliases.iter().any(|a| a == name) {
+                if let Some(name) = alias.filter(|n| !aliases.iter().any(|a| a == n)) {
                     aliases.insert(0, name.to_string());
                 }
                 NetworkAttachment {

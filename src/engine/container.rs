@@ -12,7 +12,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, KillContainerOptions, ListContainersOptions,
-    RemoveContainerOptions, RenameContainerOptions, StartContainerOptions, StopContainerOptions,
+    LogsOptions, RemoveContainerOptions, RenameContainerOptions, StartContainerOptions,
+    StopContainerOptions, WaitContainerOptions,
 };
 use futures_util::StreamExt;
 
@@ -506,6 +507,44 @@ impl Engine {
             .remove_container(name, Some(options))
             .await
             .map_err(op_error("remove", Container, name))
+    }
+
+    /// Waits until the container exits; returns its exit code. Not bounded: the caller puts
+    /// its own timeout around it (a job's).
+    pub async fn wait_container(&self, name: &str) -> Result<i64, EngineError> {
+        let options = WaitContainerOptions {
+            condition: "not-running".to_string(),
+        };
+        let mut stream = self.docker.wait_container(name, Some(options));
+        match stream.next().await {
+            Some(Ok(reply)) => Ok(reply.status_code),
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(op_error("wait for", Container, name)(e)),
+            None => Err(EngineError::Operation {
+                op: "wait for",
+                kind: Container,
+                name: name.to_string(),
+                reason: "the engine closed the wait without an exit code".to_string(),
+            }),
+        }
+    }
+
+    /// The last `lines` lines of a container's stdout and stderr, interleaved as written.
+    pub async fn container_logs(&self, name: &str, lines: usize) -> Result<Vec<u8>, EngineError> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        };
+        let mut stream = self.docker.logs(name, Some(options));
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(op_error("read the logs of", Container, name))?;
+            out.extend_from_slice(&chunk.into_bytes());
+        }
+        Ok(out)
     }
 
     /// Runs `command` (argv, never a shell string) in a running container; returns its exit

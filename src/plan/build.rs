@@ -8,6 +8,9 @@
 //! 4. pruned services are stopped (undoable);
 //! 5. final, not undoable: removal of replaced and pruned containers, then of networks. They
 //!    run only after every gate passed, so until then a failure can put the host back.
+//!
+//! One-off jobs are then put in place by `plan::jobs` (after 2, before a service's first step,
+//! and before 5).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -383,6 +386,7 @@ pub fn plan(desired: &DesiredRelease, live: &LiveState) -> Result<Plan, PlanErro
     let mut steps = b.pulls;
     steps.extend(b.main);
     steps.extend(b.finals);
+    super::jobs::add_jobs(desired, live, &mut steps, &mut b.changes);
     Ok(Plan {
         release: desired.release.clone(),
         revision: desired.revision.clone(),

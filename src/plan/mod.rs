@@ -10,6 +10,7 @@
 //! the release has passed, so a failure anywhere can still put the host back as it was.
 
 mod build;
+mod jobs;
 mod render;
 mod rolling;
 mod snapshot;
@@ -18,11 +19,12 @@ use serde::Serialize;
 
 use std::time::Duration;
 
-use crate::desired::{ContainerConfig, DesiredSnapshot, Gate, Verify};
+use crate::desired::{ContainerConfig, DesiredSnapshot, Gate, JobPhase, Verify};
 use crate::proxy::ProxyFile;
 use crate::spec::model::{NetworkSpec, VolumeSpec};
 
 pub use build::{plan, PlanError};
+pub use jobs::done_key;
 pub use render::{render_json, render_steps, render_text, summary};
 pub use rolling::slot_container;
 
@@ -50,6 +52,7 @@ pub enum ObjectKind {
     Volume,
     Service,
     Proxy,
+    Job,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -188,6 +191,26 @@ pub enum Action {
         container: String,
         snapshot: DesiredSnapshot,
     },
+    /// Run a one-off job container to completion (exit 0 within `timeout`), keep its redacted
+    /// output tail, remove it. Nothing to undo: the container is always removed; what the job
+    /// did (a migration) stays.
+    RunJob {
+        /// The attached service; `None` for a release-level job.
+        service: Option<String>,
+        /// `api/migrate`, `release/smoke`.
+        job: String,
+        /// The container's engine name.
+        name: String,
+        phase: JobPhase,
+        revision: String,
+        config_hash: String,
+        config: Box<ContainerConfig>,
+        timeout: Duration,
+        /// Every secret value of the release, scrubbed from the job's output. Not serialised
+        /// (it would only print markers).
+        #[serde(skip)]
+        redact: Vec<crate::secret::Secret>,
+    },
 }
 
 impl Action {
@@ -209,6 +232,7 @@ impl Action {
             Action::Verify { .. } => "verify",
             Action::Drain { .. } => "drain",
             Action::TakeSnapshot { .. } => "snapshot",
+            Action::RunJob { .. } => "job",
         }
     }
 
@@ -225,7 +249,8 @@ impl Action {
             | Action::AwaitHealthy { name, .. }
             | Action::RemoveContainer { name, .. }
             | Action::SeedProxy { name, .. }
-            | Action::ConfigureProxy { name, .. } => name.clone(),
+            | Action::ConfigureProxy { name, .. }
+            | Action::RunJob { name, .. } => name.clone(),
             Action::RenameContainer { from, to, .. } => format!("{from} -> {to}"),
             Action::Verify { verify, .. } => format!("127.0.0.1:{}{}", verify.port, verify.path),
             Action::Drain { proxy, .. } => proxy.clone(),
@@ -244,6 +269,7 @@ impl Action {
             | Action::RemoveContainer { service, .. }
             | Action::Verify { service, .. }
             | Action::TakeSnapshot { service, .. } => Some(service),
+            Action::RunJob { service, .. } => service.as_deref(),
             _ => None,
         }
     }

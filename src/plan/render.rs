@@ -36,6 +36,7 @@ pub fn render_text(plan: &Plan) -> String {
                 super::ObjectKind::Volume => "volume",
                 super::ObjectKind::Service => "service",
                 super::ObjectKind::Proxy => "proxy",
+                super::ObjectKind::Job => "job",
             };
             let _ = writeln!(
                 out,

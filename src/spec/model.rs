@@ -35,6 +35,85 @@ pub struct ReleaseSpec {
     /// Webhooks told about deploys (see `notify`).
     #[serde(default)]
     pub notifications: Vec<NotificationSpec>,
+    /// Release-level one-off jobs: `before` runs before any service changes, `after` after all.
+    #[serde(default)]
+    pub jobs: Option<JobsSpec>,
+}
+
+/// `jobs:` of a service or of the release (see docs/jobs.md).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSpec {
+    #[serde(default)]
+    pub before: Vec<JobSpec>,
+    #[serde(default)]
+    pub after: Vec<JobSpec>,
+}
+
+/// One one-off job: a container run to completion; exit code 0 is success.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub name: String,
+    pub command: StringOrList,
+    /// Default: the attached service's new image (required for release-level jobs).
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub entrypoint: Option<StringOrList>,
+    #[serde(default)]
+    pub environment: Option<Environment>,
+    #[serde(default)]
+    pub env_file: Option<StringOrList>,
+    #[serde(default)]
+    pub secrets: IndexMap<String, SecretSource>,
+    #[serde(default)]
+    pub networks: Option<ServiceNetworks>,
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// Killed after this long (default `defaults::JOB_TIMEOUT`).
+    #[serde(default)]
+    pub timeout: Option<DurationStr>,
+    #[serde(default)]
+    pub when: JobWhen,
+}
+
+/// When a job runs (always at most once per revision).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum JobWhen {
+    /// Only when the release changes what the job is attached to.
+    #[default]
+    Changed,
+    /// On every revision, changed or not.
+    Always,
+}
+
+impl JobSpec {
+    /// The job as a service-shaped spec, so its container config is resolved by the same code
+    /// as a service's (env files, environment, secrets, mounts, networks).
+    pub fn as_service(&self, default_image: &str) -> ServiceSpec {
+        ServiceSpec {
+            image: self
+                .image
+                .clone()
+                .unwrap_or_else(|| default_image.to_string()),
+            command: Some(self.command.clone()),
+            entrypoint: self.entrypoint.clone(),
+            environment: self.environment.clone(),
+            env_file: self.env_file.clone(),
+            secrets: self.secrets.clone(),
+            networks: self.networks.clone(),
+            volumes: self.volumes.clone(),
+            user: self.user.clone(),
+            working_dir: self.working_dir.clone(),
+            ..ServiceSpec::default()
+        }
+    }
 }
 
 /// One webhook target under `notifications:`. The URL is never in the spec: a webhook URL
@@ -210,7 +289,7 @@ impl Strategy {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     /// A tag (`name:tag`) or a digest (`name@sha256:...`).
@@ -280,6 +359,9 @@ pub struct ServiceSpec {
     /// old color is stopped (default 10s; the wait ends early once nginx has no old workers).
     #[serde(default)]
     pub drain: Option<DurationStr>,
+    /// One-off jobs run when this service changes (docs/jobs.md).
+    #[serde(default)]
+    pub jobs: Option<JobsSpec>,
     /// A stateful service: how to take a consistent backup before a release changes it or a
     /// service depending on it (see `docs/snapshots.md`).
     #[serde(default)]

@@ -75,6 +75,9 @@ pub struct Entry {
     pub failure: Option<Failure>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceRecord>,
+    /// The jobs (`jobs:`) this deploy ran, in order, succeeded or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<JobRecord>,
     /// Snapshots taken before the deploy changed anything (`state::snapshots` has the index).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<SnapshotTaken>,
@@ -90,6 +93,43 @@ pub struct SnapshotTaken {
     pub size: u64,
     pub sha256: String,
     pub duration_ms: u64,
+}
+
+/// One job run: how it ended and the tail of its output, scrubbed of every secret value of the
+/// release before it was stored anywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// `api/migrate`, `release/smoke`.
+    pub job: String,
+    /// `before` or `after`.
+    pub phase: String,
+    pub outcome: JobOutcome,
+    /// Absent when it was killed at its timeout or never started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    pub duration_ms: u64,
+    /// The last lines of stdout and stderr, redacted.
+    pub output_tail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobOutcome {
+    Succeeded,
+    /// It exited non-zero, or could not be started.
+    Failed,
+    /// Killed at its timeout.
+    TimedOut,
+}
+
+impl JobOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Succeeded => "succeeded",
+            JobOutcome::Failed => "failed",
+            JobOutcome::TimedOut => "timed_out",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +232,7 @@ mod tests {
             failure: None,
             source: None,
             snapshots: vec![],
+            jobs: Vec::new(),
         }
     }
 

@@ -9,6 +9,7 @@
 //!     journal.json               the deploy in progress, step by step (state::journal)
 //!     lock, lock.json            the deploy lock and its holder record (state::lock)
 //!     suspended.json             present while automatic sync is suspended
+//!     jobs.json                  jobs that succeeded for the newest revision (state::jobs)
 //!     audit.log, audit.log.1     append-only JSON lines, rotated by size (state::audit)
 //!     snapshots.json             index of the snapshots below (state::snapshots)
 //!     snapshots/<service>/*.dump snapshots of stateful services (crate::snapshot)
@@ -23,6 +24,7 @@ pub mod actor;
 pub mod audit;
 pub mod current;
 pub mod history;
+pub mod jobs;
 pub mod lock;
 pub mod snapshots;
 pub mod suspend;

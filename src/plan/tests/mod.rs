@@ -206,7 +206,10 @@ fn sim_step(live: &mut LiveState, action: &Action) -> Effect {
                         .insert(f.path.clone(), Some(f.content.clone()));
                 }
             }
-            Action::Verify { .. } | Action::Drain { .. } | Action::TakeSnapshot { .. } => {}
+            Action::Verify { .. }
+            | Action::Drain { .. }
+            | Action::TakeSnapshot { .. }
+            | Action::RunJob { .. } => {}
             Action::RemoveNetwork { name } => {
                 assert!(
                     !live.containers.iter().any(|c| c
@@ -302,6 +305,7 @@ fn sim_undo(live: &mut LiveState, undo: &Undo) {
             live.containers.retain(|c| &c.name != name);
             sim_move_files(live, name, "");
         }
+        Undo::RemoveJobContainer(_) => {}
         Undo::RestoreProxy { previous, .. } => {
             for f in previous {
                 live.proxy_files.insert(
@@ -772,6 +776,7 @@ fn json_has_the_documented_fields() {
     assert_eq!(j["steps"][3]["action"], "create");
 }
 
+mod jobs;
 mod properties;
 mod rolling;
 
