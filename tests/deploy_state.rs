@@ -731,7 +731,7 @@ fn schemas_accept_what_is_written_and_reject_what_is_not() {
         release: "shop".into(),
         revision: "a".repeat(40),
         previous_revision: Some("b".repeat(40)),
-        spec_hash: "c".repeat(64),
+        spec_hash: Some("c".repeat(64)),
         trigger: "webhook".into(),
         actor: "github:octo".into(),
         started_at: reconciler::state::now(),

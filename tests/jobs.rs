@@ -342,7 +342,7 @@ fn history(state: &Path, release: &str) -> Vec<Value> {
     let path = state.join("releases").join(release).join("history.json");
     let history: Value =
         serde_json::from_str(&std::fs::read_to_string(path).expect("history")).expect("JSON");
-    // Not schema-checked here: a recovery entry has an empty spec_hash (not this feature's).
+    validate("history.schema.json", &history);
     history["entries"].as_array().cloned().unwrap_or_default()
 }
 

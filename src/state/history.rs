@@ -59,7 +59,10 @@ pub struct Entry {
     /// The revision applied before this deploy started, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_revision: Option<String>,
-    pub spec_hash: String,
+    /// sha256 of the spec's files; absent for a recovery entry (the journal records the
+    /// revision, not the spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<String>,
     /// `poll`, `webhook`, `watch` or `cli`.
     pub trigger: String,
     pub actor: String,
@@ -220,7 +223,7 @@ mod tests {
             release: "shop".into(),
             revision: revision.into(),
             previous_revision: None,
-            spec_hash: "h".into(),
+            spec_hash: Some("h".into()),
             trigger: "cli".into(),
             actor: "me".into(),
             started_at: super::super::now(),
