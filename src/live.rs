@@ -23,6 +23,10 @@ pub struct LiveState {
     /// The files the reconciler manages inside the proxy container (`<release>-proxy`), by
     /// path: their content, or `None` when missing. Empty without a proxy.
     pub proxy_files: BTreeMap<String, Option<String>>,
+    /// The `configs:` files in each service container that declares them (container name →
+    /// path → sha256 of the content), read back from the container (`crate::configs::observe`).
+    /// A missing file is absent.
+    pub config_files: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -172,6 +176,7 @@ pub async fn observe(
         volumes,
         images: image_ids,
         proxy_files,
+        config_files: BTreeMap::new(),
     })
 }
 

@@ -413,6 +413,7 @@ fn plan_recreate(
         Some(c) => compare(svc, c, live),
     };
 
+    let stays = decision.is_none();
     if let Some((action, reason, fields)) = decision {
         b.changes.push(Change {
             kind: ObjectKind::Service,
@@ -433,6 +434,7 @@ fn plan_recreate(
             create_service_container(svc, svc.container_name.clone(), None, revision),
             format!("{} {reason}", svc.name),
         );
+        super::configs::seed(b, svc, &svc.container_name);
         b.main(
             Action::StartContainer {
                 service: svc.name.clone(),
@@ -451,6 +453,10 @@ fn plan_recreate(
                 svc.name
             ),
         );
+    }
+
+    if let (true, Some(c)) = (stays, current) {
+        super::configs::update(b, svc, &c.name, live);
     }
 
     if !leftovers.is_empty() {

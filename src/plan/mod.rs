@@ -10,6 +10,7 @@
 //! the release has passed, so a failure anywhere can still put the host back as it was.
 
 mod build;
+mod configs;
 mod render;
 mod rolling;
 
@@ -17,7 +18,7 @@ use serde::Serialize;
 
 use std::time::Duration;
 
-use crate::desired::{ContainerConfig, Gate, Verify};
+use crate::desired::{ConfigFile, ContainerConfig, Gate, Reload, Verify};
 use crate::proxy::ProxyFile;
 use crate::spec::model::{NetworkSpec, VolumeSpec};
 
@@ -180,6 +181,34 @@ pub enum Action {
     RemoveNetwork {
         name: String,
     },
+    /// Write a service's `configs:` into its new container before its first start (undone
+    /// with the container).
+    SeedConfigs {
+        service: String,
+        name: String,
+        files: Vec<ConfigFile>,
+    },
+    /// Deliver changed config files into the running container and remove the stale ones of
+    /// its directory targets (undo: the previous files back, reload).
+    PushConfigs {
+        service: String,
+        name: String,
+        files: Vec<ConfigFile>,
+        remove: Vec<String>,
+        reload: Option<Reload>,
+    },
+    /// Tell the service to read its configs again; a failed reload fails the step.
+    ReloadService {
+        service: String,
+        name: String,
+        reload: Reload,
+    },
+    /// After a reload, `ready:` must pass.
+    AwaitReady {
+        service: String,
+        name: String,
+        gate: Gate,
+    },
 }
 
 impl Action {
@@ -200,6 +229,10 @@ impl Action {
             Action::ConfigureProxy { .. } => "switch",
             Action::Verify { .. } => "verify",
             Action::Drain { .. } => "drain",
+            Action::SeedConfigs { .. } => "seed_configs",
+            Action::PushConfigs { .. } => "push_configs",
+            Action::ReloadService { .. } => "reload",
+            Action::AwaitReady { .. } => "ready",
         }
     }
 
@@ -216,7 +249,11 @@ impl Action {
             | Action::AwaitHealthy { name, .. }
             | Action::RemoveContainer { name, .. }
             | Action::SeedProxy { name, .. }
-            | Action::ConfigureProxy { name, .. } => name.clone(),
+            | Action::ConfigureProxy { name, .. }
+            | Action::SeedConfigs { name, .. }
+            | Action::PushConfigs { name, .. }
+            | Action::ReloadService { name, .. }
+            | Action::AwaitReady { name, .. } => name.clone(),
             Action::RenameContainer { from, to, .. } => format!("{from} -> {to}"),
             Action::Verify { verify, .. } => format!("127.0.0.1:{}{}", verify.port, verify.path),
             Action::Drain { proxy, .. } => proxy.clone(),
@@ -232,7 +269,11 @@ impl Action {
             | Action::StartContainer { service, .. }
             | Action::AwaitHealthy { service, .. }
             | Action::RemoveContainer { service, .. }
-            | Action::Verify { service, .. } => Some(service),
+            | Action::Verify { service, .. }
+            | Action::SeedConfigs { service, .. }
+            | Action::PushConfigs { service, .. }
+            | Action::ReloadService { service, .. }
+            | Action::AwaitReady { service, .. } => Some(service),
             _ => None,
         }
     }

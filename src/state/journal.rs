@@ -87,6 +87,8 @@ pub enum RecordedEffect {
     },
     /// The files are in the step's `previous_files`.
     ProxyFilesReplaced,
+    /// A service's config files; they are in the step's `previous_files`.
+    ConfigFilesReplaced,
 }
 
 /// A proxy file's previous content.
@@ -195,6 +197,10 @@ impl JournalStep {
                 self.previous_files = Some(previous.iter().map(SavedFile::from_previous).collect());
                 RecordedEffect::ProxyFilesReplaced
             }
+            Effect::ConfigFilesReplaced(previous) => {
+                self.previous_files = Some(previous.iter().map(SavedFile::from_previous).collect());
+                RecordedEffect::ConfigFilesReplaced
+            }
         });
     }
 
@@ -226,6 +232,9 @@ impl JournalStep {
             (Some(RecordedEffect::ProxyFilesReplaced), _) => {
                 Ok(Effect::ProxyFilesReplaced(previous()?))
             }
+            (Some(RecordedEffect::ConfigFilesReplaced), _) => {
+                Ok(Effect::ConfigFilesReplaced(previous()?))
+            }
             // In flight. The planner stops only running containers: start it again (a no-op
             // if the stop never happened).
             (None, StepRef::StopContainer { .. }) => Ok(Effect::WasRunning(true)),
@@ -234,6 +243,7 @@ impl JournalStep {
             (None, StepRef::CreateVolume { .. }) => Ok(Effect::VolumeCreated(false)),
             // Writing the previous files again is harmless if the switch never happened.
             (None, StepRef::ConfigureProxy { .. }) => Ok(Effect::ProxyFilesReplaced(previous()?)),
+            (None, StepRef::PushConfigs { .. }) => Ok(Effect::ConfigFilesReplaced(previous()?)),
             (None, _) => Ok(Effect::Done),
         }
     }
