@@ -1,0 +1,265 @@
+//! `configs:` end to end with the real binary, a real git repo and a real Prometheus
+//! (reconciler-test/prometheus:1): a rule change reaches the running Prometheus without a
+//! restart, its TSDB keeps its series, and a config Prometheus rejects is rolled back (the
+//! previous files back and reloaded, the same container, the release failed with the reason).
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::docker::{docker, inspect, TestRelease};
+use common::gitrepo::TestRepo;
+use common::images::ensure_images;
+use common::load::get;
+use common::{free_port, show};
+use serde_json::Value;
+
+const PROMETHEUS_YML: &str = r#"global: { scrape_interval: 1s, evaluation_interval: 1s }
+rule_files: ["/etc/prometheus/rules/*.yml"]
+scrape_configs:
+  - job_name: prometheus
+    static_configs: [{ targets: ["localhost:9090"] }]
+"#;
+
+fn rule(name: &str, expr: &str) -> String {
+    format!("groups:\n  - name: test\n    rules:\n      - record: {name}\n        expr: {expr}\n")
+}
+
+pub struct Host {
+    pub release: TestRelease,
+    pub repo: TestRepo,
+    state: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Host {
+    pub fn new(test: &str) -> Host {
+        ensure_images(&["prometheus"]);
+        Host {
+            release: TestRelease::new(test),
+            repo: TestRepo::new(),
+            state: tempfile::tempdir().expect("state dir"),
+            port: free_port(),
+        }
+    }
+
+    /// Commits the release with `rules` (file name → content) in monitoring/rules/.
+    pub fn commit(&self, rules: &[(&str, String)]) -> String {
+        let spec = format!(
+            r#"version: 1
+release: {release}
+volumes: {{ prom-data: {{}} }}
+services:
+  prometheus:
+    image: reconciler-test/prometheus:1
+    ports: ["127.0.0.1:{port}:9090"]
+    volumes: ["prom-data:/prometheus"]
+    labels: {{ io.reconciler.test: "1" }}
+    stop_grace_period: 5s
+    health: {{ http: {{ port: 9090, path: /-/ready }}, interval: 200ms, deadline: 60s }}
+    configs:
+      - {{ source: monitoring/prometheus.yml, target: /etc/prometheus/prometheus.yml, kind: prometheus }}
+      - {{ source: monitoring/rules/, target: /etc/prometheus/rules/, kind: prometheus-rules }}
+    reload: {{ http: {{ port: 9090, path: /-/reload, method: POST }} }}
+    ready: {{ http: {{ port: 9090, path: /-/ready }}, interval: 200ms, deadline: 30s }}
+"#,
+            release = self.release.name,
+            port = self.port,
+        );
+        let dir = self.repo.path.join("monitoring/rules");
+        let _ = std::fs::remove_dir_all(&dir);
+        self.repo
+            .write("release.yaml", &spec)
+            .write("monitoring/prometheus.yml", PROMETHEUS_YML);
+        for (name, content) in rules {
+            self.repo
+                .write(&format!("monitoring/rules/{name}"), content);
+        }
+        self.repo.commit("rules")
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let url = self.repo.url();
+        Command::new(env!("CARGO_BIN_EXE_reconciler"))
+            .args(args)
+            .args(["--repo", url.as_str()])
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .env("RECONCILER_LOG", "info")
+            .output()
+            .expect("reconciler runs")
+    }
+
+    pub fn container(&self) -> String {
+        self.release.obj("prometheus")
+    }
+
+    fn history(&self) -> Vec<Value> {
+        let path = self
+            .state
+            .path()
+            .join("releases")
+            .join(&self.release.name)
+            .join("history.json");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        serde_json::from_str::<Value>(&text).unwrap_or_default()["entries"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The file in the container, by the docker CLI (not the code under test).
+    fn file(&self, path: &str) -> Option<String> {
+        docker(&["exec", &self.container(), "cat", path]).ok()
+    }
+
+    pub fn rules_api(&self) -> String {
+        get(self.port, "/api/v1/rules")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+}
+
+/// Polls `cond` until it holds; panics with `what` at the deadline.
+pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn started_at(name: &str) -> String {
+    inspect(name, "{{.State.StartedAt}}")
+}
+
+#[test]
+fn a_rule_change_reaches_running_prometheus_without_a_restart_and_keeps_its_data() {
+    let host = Host::new("configs-rule");
+    host.commit(&[("a.yml", rule("test:up:v1", "up"))]);
+    let out = host.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let name = host.container();
+    let id = inspect(&name, "{{.Id}}");
+    let started = started_at(&name);
+    wait_for("rule v1 loaded", Duration::from_secs(30), || {
+        host.rules_api().contains("test:up:v1")
+    });
+
+    // Unchanged files: nothing to do.
+    let out = host.run(&["diff", "--output", "json"]);
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("diff JSON");
+    assert_eq!(plan["in_sync"], true, "{}", show(&out));
+
+    // A series sample in the TSDB before the change.
+    let mut before = 0.0;
+    wait_for("a sample of `up`", Duration::from_secs(30), || {
+        let Ok((200, body)) = get(host.port, "/api/v1/query?query=time()") else {
+            return false;
+        };
+        let Some(now) = serde_json::from_str::<Value>(&body).ok().and_then(|v| {
+            v["data"]["result"][0]
+                .as_f64()
+                .or_else(|| v["data"]["result"][0].as_str().and_then(|s| s.parse().ok()))
+        }) else {
+            return false;
+        };
+        before = now;
+        get(host.port, &format!("/api/v1/query?query=up&time={now}"))
+            .is_ok_and(|(_, b)| b.contains("\"job\":\"prometheus\""))
+    });
+
+    // The rule changes (and a file is added): pushed and reloaded, never recreated.
+    host.commit(&[
+        ("a.yml", rule("test:up:v2", "up")),
+        ("b.yml", rule("test:up:b", "up")),
+    ]);
+    let out = host.run(&["diff", "--steps"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("configs./etc/prometheus/rules/a.yml:") && text.contains("push_configs"),
+        "{text}"
+    );
+    let steps: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|k| ["push_configs", "reload", "ready", "create", "stop", "start"].contains(k))
+        .collect();
+    assert_eq!(steps, ["push_configs", "reload", "ready"], "{text}");
+    let out = host.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let rules = host.rules_api();
+    assert!(
+        rules.contains("test:up:v2")
+            && rules.contains("test:up:b")
+            && !rules.contains("test:up:v1"),
+        "{rules}"
+    );
+    assert_eq!(inspect(&name, "{{.Id}}"), id, "the container was recreated");
+    assert_eq!(started_at(&name), started, "the container was restarted");
+    let (_, body) = get(host.port, &format!("/api/v1/query?query=up&time={before}")).unwrap();
+    assert!(
+        body.contains("\"job\":\"prometheus\""),
+        "series lost: {body}"
+    );
+
+    // A rule file removed from the repo is removed from the container.
+    host.commit(&[("a.yml", rule("test:up:v2", "up"))]);
+    let out = host.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(host.file("/etc/prometheus/rules/b.yml"), None);
+    assert!(!host.rules_api().contains("test:up:b"));
+    let out = host.run(&["diff", "--output", "json"]);
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("diff JSON");
+    assert_eq!(plan["in_sync"], true, "{}", show(&out));
+}
+
+#[test]
+fn a_rejected_config_is_rolled_back_in_the_same_container() {
+    let host = Host::new("configs-bad");
+    host.commit(&[("a.yml", rule("test:up:good", "up"))]);
+    let out = host.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let name = host.container();
+    let id = inspect(&name, "{{.Id}}");
+    let good = host
+        .file("/etc/prometheus/rules/a.yml")
+        .expect("rules delivered");
+
+    // A rule Prometheus cannot parse, and a new file: its reload fails.
+    let bad = host.commit(&[
+        ("a.yml", rule("test:up:bad", "\"up((\"")),
+        ("new.yml", rule("test:up:new", "up")),
+    ]);
+    let out = host.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+
+    assert_eq!(inspect(&name, "{{.Id}}"), id, "the container was recreated");
+    assert_eq!(host.file("/etc/prometheus/rules/a.yml"), Some(good));
+    assert_eq!(host.file("/etc/prometheus/rules/new.yml"), None);
+    // Reloaded with the previous files: Prometheus reports a good config and the old rule.
+    let (_, metrics) = get(host.port, "/metrics").unwrap();
+    assert!(
+        metrics.contains("prometheus_config_last_reload_successful 1"),
+        "{metrics}"
+    );
+    assert!(host.rules_api().contains("test:up:good"));
+
+    let history = host.history();
+    let last = history.last().expect("a history entry");
+    assert_eq!(last["revision"], bad.as_str());
+    assert_eq!(last["outcome"], "failed");
+    assert_eq!(last["failure"]["step"]["action"], "reload", "{last:#}");
+    let reason = last["failure"]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("/-/reload") && reason.contains("500"),
+        "{reason}"
+    );
+    assert!(
+        last["failure"]["rollback_errors"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{last:#}"
+    );
+}
