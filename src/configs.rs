@@ -317,6 +317,14 @@ pub async fn reload(engine: &Engine, container: &str, reload: &Reload) -> Result
                 Some(port) => Some(metrics(port).await.map_err(fail)?.1),
                 None => None,
             };
+            // The success timestamp has whole seconds: a reload within the second of the last
+            // one would not move it, so the signal waits for the next second.
+            if let Some(Some(last)) = before {
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while unix_now() <= last && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
             engine
                 .signal_container(container, signal)
                 .await
@@ -346,6 +354,13 @@ pub async fn reload(engine: &Engine, container: &str, reload: &Reload) -> Result
             }
         }
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64().floor())
+        .unwrap_or(0.0)
 }
 
 /// The value of an unlabelled sample in Prometheus' text format.

@@ -31,6 +31,8 @@ pub struct Host {
     pub repo: TestRepo,
     state: tempfile::TempDir,
     pub port: u16,
+    /// The `reload:` value.
+    pub reload: &'static str,
 }
 
 impl Host {
@@ -41,6 +43,7 @@ impl Host {
             repo: TestRepo::new(),
             state: tempfile::tempdir().expect("state dir"),
             port: free_port(),
+            reload: "{ http: { port: 9090, path: /-/reload, method: POST } }",
         }
     }
 
@@ -61,11 +64,12 @@ services:
     configs:
       - {{ source: monitoring/prometheus.yml, target: /etc/prometheus/prometheus.yml, kind: prometheus }}
       - {{ source: monitoring/rules/, target: /etc/prometheus/rules/, kind: prometheus-rules }}
-    reload: {{ http: {{ port: 9090, path: /-/reload, method: POST }} }}
+    reload: {reload}
     ready: {{ http: {{ port: 9090, path: /-/ready }}, interval: 200ms, deadline: 30s }}
 "#,
             release = self.release.name,
             port = self.port,
+            reload = self.reload,
         );
         let dir = self.repo.path.join("monitoring/rules");
         let _ = std::fs::remove_dir_all(&dir);
@@ -79,16 +83,27 @@ services:
         self.repo.commit("rules")
     }
 
-    pub fn run(&self, args: &[&str]) -> Output {
+    pub fn command(&self, args: &[&str]) -> Command {
         let url = self.repo.url();
-        Command::new(env!("CARGO_BIN_EXE_reconciler"))
-            .args(args)
+        let mut c = Command::new(env!("CARGO_BIN_EXE_reconciler"));
+        c.args(args)
             .args(["--repo", url.as_str()])
             .arg("--state-dir")
             .arg(self.state.path())
-            .env("RECONCILER_LOG", "info")
-            .output()
-            .expect("reconciler runs")
+            .env("RECONCILER_LOG", "info");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("reconciler runs")
+    }
+
+    fn release_file(&self, name: &str) -> std::path::PathBuf {
+        self.state
+            .path()
+            .join("releases")
+            .join(&self.release.name)
+            .join(name)
     }
 
     pub fn container(&self) -> String {
@@ -96,12 +111,7 @@ services:
     }
 
     fn history(&self) -> Vec<Value> {
-        let path = self
-            .state
-            .path()
-            .join("releases")
-            .join(&self.release.name)
-            .join("history.json");
+        let path = self.release_file("history.json");
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         serde_json::from_str::<Value>(&text).unwrap_or_default()["entries"]
             .as_array()
@@ -262,4 +272,102 @@ fn a_rejected_config_is_rolled_back_in_the_same_container() {
             .is_none_or(Vec::is_empty),
         "{last:#}"
     );
+}
+
+#[test]
+fn a_sighup_reload_is_checked_through_prometheus_metrics() {
+    let mut host = Host::new("configs-hup");
+    host.reload = "{ signal: SIGHUP }";
+    host.commit(&[("a.yml", rule("test:up:one", "up"))]);
+    let out = host.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let id = inspect(&host.container(), "{{.Id}}");
+
+    host.commit(&[("a.yml", rule("test:up:two", "up"))]);
+    let out = host.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(host.rules_api().contains("test:up:two"));
+
+    host.commit(&[("a.yml", rule("test:up:bad", "\"up((\""))]);
+    let out = host.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let last = host.history().last().cloned().expect("a history entry");
+    let reason = last["failure"]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("rejected the new config"), "{last:#}");
+    assert_eq!(inspect(&host.container(), "{{.Id}}"), id);
+    let (_, metrics) = get(host.port, "/metrics").unwrap();
+    assert!(
+        metrics.contains("prometheus_config_last_reload_successful 1"),
+        "the previous files were not reloaded: {metrics}"
+    );
+    assert!(host.rules_api().contains("test:up:two"));
+}
+
+#[test]
+fn a_push_killed_midway_is_put_back_from_the_journal() {
+    let host = Host::new("configs-crash");
+    let old_rule = rule("test:up:old", "up");
+    host.commit(&[("a.yml", old_rule.clone())]);
+    let out = host.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+
+    // Killed after the push (step 0) ran, before it was recorded as done.
+    host.commit(&[("a.yml", rule("test:up:new", "up"))]);
+    let marker = host.state.path().join("paused");
+    let mut child = host
+        .command(&["apply"])
+        .env("RECONCILER_TEST_PAUSE_AT", "0:after")
+        .env("RECONCILER_TEST_PAUSE_MARKER", &marker)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("reconciler starts");
+    let start = Instant::now();
+    while !marker.exists() && start.elapsed() < Duration::from_secs(60) {
+        if child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(marker.exists(), "apply did not pause after the push");
+    assert!(host
+        .file("/etc/prometheus/rules/a.yml")
+        .unwrap()
+        .contains("test:up:new"));
+
+    // The journal holds the file as it was before the push, and matches its schema.
+    let text = std::fs::read_to_string(host.release_file("journal.json")).expect("journal");
+    let journal: Value = serde_json::from_str(&text).expect("journal parses");
+    let schema: Value =
+        serde_json::from_str(include_str!("../schemas/journal.schema.json")).expect("schema");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(&journal)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{journal:#}");
+    let step = &journal["steps"][0];
+    assert_eq!(step["step"]["op"], "push_configs", "{journal:#}");
+    assert_eq!(
+        step["previous_files"][0]["path"],
+        "/etc/prometheus/rules/a.yml"
+    );
+    assert_eq!(
+        step["previous_files"][0]["content"]["text"],
+        old_rule.as_str()
+    );
+
+    // The next apply puts the old file back and reloads (recovery), then deploys again.
+    let out = host.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.lines().any(|l| l.starts_with("recovery: ")),
+        "{}",
+        show(&out)
+    );
+    assert!(host.rules_api().contains("test:up:new"));
+    assert!(!host.release_file("journal.json").exists());
 }
