@@ -453,7 +453,11 @@ impl Undo {
             } => {
                 return configs::restore(engine, name, previous, reload.as_ref())
                     .await
-                    .map_err(|e| UndoFailure::Other(e.to_string()));
+                    .map_err(|e| match e.split_not_found() {
+                        // The container is gone: recovery counts that as undone.
+                        (_, Some(gone)) => UndoFailure::Engine(gone),
+                        (text, None) => UndoFailure::Other(text),
+                    });
             }
         };
         result.map_err(UndoFailure::Engine)

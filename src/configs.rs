@@ -57,6 +57,23 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// The message, and the engine's "no such container" when that is what this is.
+    pub fn split_not_found(self) -> (String, Option<EngineError>) {
+        let text = self.to_string();
+        match self {
+            ConfigError::Write { source, .. }
+            | ConfigError::Read { source, .. }
+            | ConfigError::Remove { source, .. }
+                if source.is_not_found() =>
+            {
+                (text, Some(source))
+            }
+            _ => (text, None),
+        }
+    }
+}
+
 /// Reads back the `configs:` files of every service container that declares them, into
 /// `live.config_files` (see the module comment for why read back).
 pub async fn observe(
