@@ -33,6 +33,8 @@ pub struct Host {
     pub port: u16,
     /// The `reload:` value.
     pub reload: &'static str,
+    /// The `ready:` value.
+    pub ready: &'static str,
 }
 
 impl Host {
@@ -44,6 +46,7 @@ impl Host {
             state: tempfile::tempdir().expect("state dir"),
             port: free_port(),
             reload: "{ http: { port: 9090, path: /-/reload, method: POST } }",
+            ready: "{ http: { port: 9090, path: /-/ready }, interval: 200ms, deadline: 30s }",
         }
     }
 
@@ -65,11 +68,12 @@ services:
       - {{ source: monitoring/prometheus.yml, target: /etc/prometheus/prometheus.yml, kind: prometheus }}
       - {{ source: monitoring/rules/, target: /etc/prometheus/rules/, kind: prometheus-rules }}
     reload: {reload}
-    ready: {{ http: {{ port: 9090, path: /-/ready }}, interval: 200ms, deadline: 30s }}
+    ready: {ready}
 "#,
             release = self.release.name,
             port = self.port,
             reload = self.reload,
+            ready = self.ready,
         );
         let dir = self.repo.path.join("monitoring/rules");
         let _ = std::fs::remove_dir_all(&dir);
@@ -223,6 +227,56 @@ fn a_rule_change_reaches_running_prometheus_without_a_restart_and_keeps_its_data
     let out = host.run(&["diff", "--output", "json"]);
     let plan: Value = serde_json::from_slice(&out.stdout).expect("diff JSON");
     assert_eq!(plan["in_sync"], true, "{}", show(&out));
+
+    // A hand edit inside the container is drift: the next apply puts the commit's file back.
+    docker(&[
+        "exec",
+        "-u",
+        "0",
+        &name,
+        "sh",
+        "-c",
+        "echo '# edited' >> /etc/prometheus/rules/a.yml",
+    ])
+    .expect("hand edit");
+    let out = host.run(&["diff", "--output", "json"]);
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("diff JSON");
+    assert_eq!(plan["in_sync"], false, "{}", show(&out));
+    let out = host.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        host.file("/etc/prometheus/rules/a.yml").as_deref(),
+        Some(rule("test:up:v2", "up").as_str())
+    );
+    assert_eq!(inspect(&name, "{{.Id}}"), id);
+}
+
+#[test]
+fn a_ready_probe_that_fails_after_the_reload_rolls_the_files_back() {
+    let mut host = Host::new("configs-ready");
+    host.commit(&[("a.yml", rule("test:up:first", "up"))]);
+    let out = host.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let id = inspect(&host.container(), "{{.Id}}");
+
+    // The reload succeeds, but the (new) ready probe never passes.
+    host.ready = "{ http: { port: 9090, path: /no-such-page }, interval: 200ms, deadline: 2s }";
+    host.commit(&[("a.yml", rule("test:up:second", "up"))]);
+    let out = host.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let last = host.history().last().cloned().expect("a history entry");
+    assert_eq!(last["failure"]["step"]["action"], "ready", "{last:#}");
+    assert_eq!(inspect(&host.container(), "{{.Id}}"), id);
+    assert_eq!(
+        host.file("/etc/prometheus/rules/a.yml").as_deref(),
+        Some(rule("test:up:first", "up").as_str())
+    );
+    // Reloaded with the previous rule.
+    let rules = host.rules_api();
+    assert!(
+        rules.contains("test:up:first") && !rules.contains("test:up:second"),
+        "{rules}"
+    );
 }
 
 #[test]
