@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::docker::{docker, inspect, TestRelease};
+use common::docker::{docker, inspect, instant, mutating_events, TestRelease};
 use common::gitrepo::TestRepo;
 use common::images::ensure_images;
 use common::load::get;
@@ -201,8 +201,14 @@ fn a_rule_change_reaches_running_prometheus_without_a_restart_and_keeps_its_data
         .filter(|k| ["push_configs", "reload", "ready", "create", "stop", "start"].contains(k))
         .collect();
     assert_eq!(steps, ["push_configs", "reload", "ready"], "{text}");
+    let since = instant();
     let out = host.run(&["apply"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let events = mutating_events(&host.release.name, since, instant());
+    assert!(
+        events.is_empty(),
+        "a config push touched containers: {events:?}"
+    );
     let rules = host.rules_api();
     assert!(
         rules.contains("test:up:v2")
