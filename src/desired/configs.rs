@@ -113,7 +113,8 @@ pub fn resolve_configs(
     let mut dirs = Vec::new();
     for (i, c) in svc.configs.iter().enumerate() {
         let kind = c.effective_kind();
-        let source = c.source.trim_end_matches('/');
+        let source = c.source.strip_prefix("./").unwrap_or(&c.source);
+        let source = source.trim_end_matches('/');
         match read(source) {
             Ok(ConfigSource::File(content)) if !c.source.ends_with('/') => {
                 let path = if c.target.ends_with('/') {
@@ -134,6 +135,14 @@ pub fn resolve_configs(
                 path: format!("services.{name}.configs.{i}.source"),
                 message: format!("`{}` is a file in the repo, not a directory", c.source),
                 fix: format!("write `source: {source}` (without the trailing `/`)"),
+            }),
+            // Said explicitly, so the spec alone tells which targets the reconciler owns.
+            Ok(ConfigSource::Dir(_)) if !c.source.ends_with('/') => errors.push(ResolveError {
+                path: format!("services.{name}.configs.{i}.source"),
+                message: format!("`{}` is a directory in the repo", c.source),
+                fix: format!(
+                    "end it with `/` (`source: {source}/`) and give a directory target ending in `/`"
+                ),
             }),
             Ok(ConfigSource::Dir(entries)) => {
                 let dir = format!("{}/", c.target.trim_end_matches('/'));

@@ -756,7 +756,7 @@ fn check_configs(spec: &ReleaseSpec) -> Vec<Issue> {
                 Some("use `strategy: recreate` for this service (config changes never recreate it), or bake the files into the image".to_string()),
             ));
         }
-        let mut targets: HashMap<&str, usize> = HashMap::new();
+        let mut targets: HashMap<String, usize> = HashMap::new();
         for (i, c) in s.configs.iter().enumerate() {
             let at = |key: &str| svc_path(name, &format!("configs.{i}.{key}"));
             if !c.target.starts_with('/') || !plain(&c.target[1..]) {
@@ -766,7 +766,8 @@ fn check_configs(spec: &ReleaseSpec) -> Vec<Issue> {
                     Some("write the absolute path in the container, e.g. /etc/prometheus/prometheus.yml".to_string()),
                 ));
             }
-            if !plain(&c.source) {
+            // `./x` as `proxy.config` allows.
+            if !plain(c.source.strip_prefix("./").unwrap_or(&c.source)) {
                 out.push(Issue::new(
                     at("source"),
                     format!("`{}` has empty, `.` or `..` components", c.source),
@@ -783,7 +784,15 @@ fn check_configs(spec: &ReleaseSpec) -> Vec<Issue> {
                     Some(format!("end the target with `/`: `{}/`", c.target)),
                 ));
             }
-            let key = c.target.trim_end_matches('/');
+            // A file into a directory target lands at `<target><file name>`.
+            let key = match (c.target.ends_with('/'), c.source.ends_with('/')) {
+                (true, false) => format!(
+                    "{}{}",
+                    c.target,
+                    c.source.rsplit('/').next().unwrap_or(&c.source)
+                ),
+                _ => c.target.trim_end_matches('/').to_string(),
+            };
             if let Some(first) = targets.insert(key, i) {
                 out.push(Issue::new(
                     at("target"),
@@ -796,7 +805,8 @@ fn check_configs(spec: &ReleaseSpec) -> Vec<Issue> {
         // removed, so another config inside it would be removed too.
         for (i, c) in s.configs.iter().enumerate() {
             for (j, dir) in s.configs.iter().enumerate() {
-                if i != j && dir.target.ends_with('/') && c.target.starts_with(&dir.target) {
+                let owns = dir.source.ends_with('/') && dir.target.ends_with('/');
+                if i != j && owns && c.target.starts_with(&dir.target) {
                     out.push(Issue::new(
                         svc_path(name, &format!("configs.{i}.target")),
                         format!("`{}` is inside the directory target of configs.{j} (`{}`)", c.target, dir.target),

@@ -196,3 +196,18 @@ fn configs_are_not_in_the_container_hash() {
     let b = prom(vec![("a.yml", "groups: [x]\n")]);
     assert_eq!(a.services[0].config_hash, b.services[0].config_hash);
 }
+
+#[test]
+fn a_directory_source_must_say_so_with_a_trailing_slash() {
+    let files = Files {
+        prometheus: "",
+        rules: vec![("a.yml", "groups: []\n")],
+    };
+    let yaml = PROM.replace(
+        "source: rules/, target: /etc/prometheus/rules/",
+        "source: rules, target: /etc/prometheus/rules/",
+    );
+    let errors = resolve(&spec(&yaml), "rev1", &NoHost, &files).unwrap_err();
+    assert_eq!(errors[0].path, "services.prometheus.configs.1.source");
+    assert!(errors[0].fix.contains("`source: rules/`"), "{errors:?}");
+}
