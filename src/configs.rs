@@ -85,27 +85,43 @@ pub async fn observe(
         let Some(configs) = &svc.configs else {
             continue;
         };
-        let name = &svc.container_name;
-        if !live.containers.iter().any(|c| &c.name == name) {
-            continue;
-        }
-        let mut found = BTreeMap::new();
-        for dir in &configs.dirs {
-            for (path, content) in engine.read_dir(name, dir).await?.unwrap_or_default() {
-                found.insert(path, sha256_hex(&content));
+        // The recreate container, or a blue-green service's colors.
+        let names = [
+            svc.container_name.clone(),
+            format!("{}-blue", svc.container_name),
+            format!("{}-green", svc.container_name),
+        ];
+        for name in &names {
+            if live.containers.iter().any(|c| &c.name == name) {
+                let found = read_back(engine, name, configs).await?;
+                live.config_files.insert(name.clone(), found);
             }
         }
-        for file in &configs.files {
-            if found.contains_key(&file.path) {
-                continue;
-            }
-            if let Some(content) = engine.read_file(name, &file.path).await? {
-                found.insert(file.path.clone(), sha256_hex(&content));
-            }
-        }
-        live.config_files.insert(name.clone(), found);
     }
     Ok(())
+}
+
+/// The hashes of the files of `configs` in container `name`.
+async fn read_back(
+    engine: &Engine,
+    name: &str,
+    configs: &crate::desired::ServiceConfigs,
+) -> Result<BTreeMap<String, String>, EngineError> {
+    let mut found = BTreeMap::new();
+    for dir in &configs.dirs {
+        for (path, content) in engine.read_dir(name, dir).await?.unwrap_or_default() {
+            found.insert(path, sha256_hex(&content));
+        }
+    }
+    for file in &configs.files {
+        if found.contains_key(&file.path) {
+            continue;
+        }
+        if let Some(content) = engine.read_file(name, &file.path).await? {
+            found.insert(file.path.clone(), sha256_hex(&content));
+        }
+    }
+    Ok(found)
 }
 
 /// Writes `files` into `container` (created or running).

@@ -431,3 +431,78 @@ fn a_push_killed_midway_is_put_back_from_the_journal() {
     assert!(host.rules_api().contains("test:up:new"));
     assert!(!host.release_file("journal.json").exists());
 }
+
+const NGINX_CONF: &str = "events { worker_connections 64; }
+http {
+    access_log off;
+    include /etc/nginx/reconciler/upstreams.conf;
+    server { listen 80; location / { proxy_pass http://web; } }
+}
+";
+
+#[test]
+fn a_blue_green_service_gets_its_configs_seeded_per_color_and_pushed_into_the_serving_one() {
+    ensure_images(&["app", "nginx"]);
+    let host = Host::new("configs-bg");
+    let commit = |version: &str, greeting: &str| {
+        let spec = format!(
+            r#"version: 1
+release: {release}
+networks: {{ edge: {{}} }}
+proxy:
+  image: reconciler-test/nginx:1
+  config: nginx.conf
+  ports: ["127.0.0.1:{port}:80"]
+  networks: [edge]
+  routes: {{ web: {{ service: web, port: 8000 }} }}
+services:
+  web:
+    image: reconciler-test/app:{version}
+    strategy: blue-green
+    networks: [edge]
+    stop_grace_period: 2s
+    health: {{ http: {{ port: 8000, path: /health }}, interval: 250ms, deadline: 10s }}
+    drain: 1s
+    configs: [{{ source: app/greeting.txt, target: /etc/app/greeting.txt }}]
+    ready: {{ http: {{ port: 8000, path: /health }} }}
+"#,
+            release = host.release.name,
+            port = host.port,
+        );
+        host.repo
+            .write("release.yaml", &spec)
+            .write("nginx.conf", NGINX_CONF)
+            .write("app/greeting.txt", greeting);
+        host.repo.commit(greeting);
+    };
+    let cat = |name: &str| docker(&["exec", name, "cat", "/etc/app/greeting.txt"]).ok();
+    let blue = host.release.obj("web-blue");
+    let green = host.release.obj("web-green");
+
+    commit("v1", "hello\n");
+    let out = host.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(cat(&blue).as_deref(), Some("hello\n"));
+    let id = inspect(&blue, "{{.Id}}");
+
+    // Only the file changes: pushed into the serving color, no new color.
+    commit("v1", "bye\n");
+    let out = host.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(cat(&blue).as_deref(), Some("bye\n"));
+    assert_eq!(inspect(&blue, "{{.Id}}"), id);
+    assert!(
+        docker(&["inspect", &green]).is_err(),
+        "a new color was started"
+    );
+
+    // A new image: the new color starts with the file already in place.
+    commit("v2", "bye\n");
+    let out = host.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(cat(&green).as_deref(), Some("bye\n"));
+    assert!(
+        docker(&["inspect", &blue]).is_err(),
+        "the old color was not removed"
+    );
+}

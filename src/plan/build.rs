@@ -566,7 +566,10 @@ fn plan_blue_green(
         .collect();
 
     let Some((action, reason, mut fields)) = decision else {
-        if !leftovers.is_empty() {
+        if let Some(c) = current {
+            super::configs::update(b, svc, &c.name, live);
+        }
+        if !leftovers.is_empty() && !b.changes.iter().any(|c| c.name == svc.name) {
             b.changes.push(Change {
                 kind: ObjectKind::Service,
                 name: svc.name.clone(),
@@ -633,6 +636,7 @@ fn plan_blue_green(
             svc.name
         ),
     );
+    super::configs::seed(b, svc, &new_name);
     b.main(
         Action::StartContainer {
             service: svc.name.clone(),

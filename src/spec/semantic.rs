@@ -746,14 +746,11 @@ fn check_configs(spec: &ReleaseSpec) -> Vec<Issue> {
             }
             continue;
         }
-        if s.strategy != Strategy::Recreate {
+        if s.strategy == Strategy::Rolling {
             out.push(Issue::new(
                 svc_path(name, "configs"),
-                format!(
-                    "`configs` is supported on `strategy: recreate` services only; `{name}` uses `{}`",
-                    s.strategy.as_str()
-                ),
-                Some("use `strategy: recreate` for this service (config changes never recreate it), or bake the files into the image".to_string()),
+                format!("`configs` is not supported on `strategy: rolling` services yet (`{name}`)"),
+                Some("use `strategy: recreate` or `blue-green` for this service (config changes never replace its containers), or bake the files into the image".to_string()),
             ));
         }
         let mut targets: HashMap<String, usize> = HashMap::new();

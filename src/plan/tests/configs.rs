@@ -29,6 +29,7 @@ impl RepoFiles for Files {
     fn read(&self, path: &str) -> Result<String, String> {
         match path {
             "prometheus.yml" => Ok(self.prometheus.to_string()),
+            "nginx.conf" => Ok(NGINX_CONF.to_string()),
             other => Err(format!("{other} is not a file in the repo")),
         }
     }
@@ -210,4 +211,31 @@ fn a_directory_source_must_say_so_with_a_trailing_slash() {
     let errors = resolve(&spec(&yaml), "rev1", &NoHost, &files).unwrap_err();
     assert_eq!(errors[0].path, "services.prometheus.configs.1.source");
     assert!(errors[0].fix.contains("`source: rules/`"), "{errors:?}");
+}
+
+#[test]
+fn blue_green_seeds_the_new_color_and_pushes_into_the_serving_one() {
+    let yaml = format!(
+        "{BG}    configs: [{{ source: prometheus.yml, target: /etc/app/app.yml }}]\n    reload: {{ signal: SIGHUP }}\n"
+    );
+    let with = |content: &'static str| {
+        let files = Files {
+            prometheus: content,
+            rules: vec![],
+        };
+        resolve(&spec(&yaml), "rev1", &NoHost, &files).unwrap()
+    };
+    let d = with("a: 1\n");
+    let p = plan(&d, &live_with_images(&d)).unwrap();
+    let k = kinds(&p);
+    let create = k.iter().position(|k| *k == "create").unwrap();
+    assert_eq!(k[create + 1], "seed_configs", "{k:?}");
+    let live = simulate(&live_with_images(&d), &p);
+    assert!(plan(&d, &live).unwrap().in_sync());
+
+    let d2 = with("a: 2\n");
+    let p = plan(&d2, &live).unwrap();
+    assert_eq!(kinds(&p), ["push_configs", "reload"]);
+    assert_eq!(p.steps[0].action.target(), "shop-api-blue");
+    assert!(plan(&d2, &simulate(&live, &p)).unwrap().in_sync());
 }
