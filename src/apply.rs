@@ -26,6 +26,7 @@ use crate::engine::{ContainerOwnership, Engine, EngineError};
 use crate::health;
 use crate::plan::{Action, Plan};
 use crate::proxy;
+use crate::snapshot::{SnapshotError, SnapshotTarget};
 use crate::state::journal::Journal;
 use crate::state::StateError;
 
@@ -39,6 +40,8 @@ pub struct ApplyOptions {
     pub journal: Option<Arc<Journal>>,
     /// Test-only: stop for good at this point (see [`PausePoint`]); `None` in production.
     pub pause_at: Option<PausePoint>,
+    /// Where `TakeSnapshot` steps write; a plan with such a step fails without it.
+    pub snapshots: Option<SnapshotTarget>,
 }
 
 /// The environment variable naming a test pause point: `<step index>:<before|after>`.
@@ -262,8 +265,8 @@ pub enum StepRef {
         name: String,
         reload: Option<Reload>,
     },
-    /// Pulls, seeding a new proxy (undone with its container), gates, verify, drain: nothing
-    /// on the host to put back.
+    /// Pulls, seeding a new proxy (undone with its container), gates, verify, drain,
+    /// snapshots: nothing on the host to put back.
     NothingToUndo,
 }
 
@@ -298,7 +301,10 @@ impl StepRef {
             | Action::SeedProxy { .. }
             | Action::AwaitHealthy { .. }
             | Action::Verify { .. }
-            | Action::Drain { .. } => StepRef::NothingToUndo,
+            | Action::Drain { .. }
+            // The file is kept: a failed release keeps its snapshot; after a crash, a
+            // half-written one is only a `.partial` file, never in the index.
+            | Action::TakeSnapshot { .. } => StepRef::NothingToUndo,
         }
     }
 
@@ -498,8 +504,9 @@ async fn run_step(
     engine: &Engine,
     plan: &Plan,
     action: &Action,
-    cancel: &CancellationToken,
+    opts: &ApplyOptions,
 ) -> Result<Effect, String> {
+    let cancel = &opts.cancel;
     let err = |e: crate::engine::EngineError| e.to_string();
     match action {
         Action::PullImage { image } => {
@@ -626,6 +633,28 @@ async fn run_step(
             health::await_healthy(engine, name, gate, cancel)
                 .await
                 .map_err(|e| format!("not ready after the reload: {e}"))?;
+            Ok(Effect::Done)
+        }
+        Action::TakeSnapshot {
+            service,
+            container,
+            snapshot,
+        } => {
+            let target = opts
+                .snapshots
+                .as_ref()
+                .ok_or_else(|| SnapshotError::NoStateDir.to_string())?;
+            crate::snapshot::take(
+                engine,
+                target,
+                &plan.release,
+                service,
+                container,
+                snapshot,
+                cancel,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             Ok(Effect::Done)
         }
     }
@@ -778,7 +807,7 @@ pub async fn apply(
         let result = match record_started(engine, journal, index, action).await {
             Ok(()) => {
                 maybe_pause(&opts.pause_at, index, false).await;
-                run_step(engine, plan, action, &opts.cancel)
+                run_step(engine, plan, action, opts)
                     .instrument(span.clone())
                     .await
             }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod snapshot_cmds;
 mod state_cmds;
 
 use crate::apply::PausePoint;
@@ -124,6 +125,9 @@ pub enum Command {
     /// Show or break the deploy lock.
     #[command(subcommand)]
     Lock(state_cmds::LockCommand),
+    /// List, verify or restore the snapshots of stateful services (`snapshot:` in the spec).
+    #[command(subcommand)]
+    Snapshots(snapshot_cmds::SnapshotsCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -299,6 +303,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Suspend(args) => state_cmds::suspend(&cli.state_dir, args),
         Command::Resume(args) => state_cmds::resume(&cli.state_dir, args),
         Command::Lock(cmd) => state_cmds::lock(&cli.state_dir, cmd).await,
+        Command::Snapshots(cmd) => {
+            snapshot_cmds::run(&cli.state_dir, cli.docker_host.as_deref(), cmd).await
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -73,3 +73,6 @@ pub const NOTIFY_DEDUPE_WINDOW: Duration = Duration::from_secs(600);
 pub const NOTIFY_QUEUE_CAPACITY: usize = 64;
 /// `apply` and `run`'s shutdown wait this long for the queues to drain, then give up.
 pub const NOTIFY_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long a `snapshot:` command may run when the spec gives no `timeout`.
+pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);

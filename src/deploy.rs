@@ -18,11 +18,13 @@ use crate::live::{ContainerState, LiveState};
 use crate::plan::{self, Plan};
 use crate::reconcile::{self, Loaded, ReconcileError, Trigger};
 use crate::recovery::{self, RecoveryOutcome, RecoveryReport};
+use crate::snapshot::SnapshotTarget;
 use crate::source::{Snapshot, SourceConfig, SourceError};
 use crate::state::current::{self, Current, ServiceImage, SourceRecord};
 use crate::state::history::{self, Entry, Failure, History, Kind, Outcome, StepTiming};
 use crate::state::journal::Journal;
 use crate::state::lock::{self, Holder, LockError};
+use crate::state::snapshots;
 use crate::state::suspend::{self, Suspended};
 use crate::state::{self, audit, ReleaseDir, StateError};
 
@@ -242,6 +244,7 @@ pub async fn deploy(
                 steps: vec![],
                 failure: None,
                 source: req.source.clone(),
+                snapshots: Vec::new(),
             };
             history::append(&dir, entry, ctx.history_limit)?;
             suspend_after_rollback(&dir, &req.actor, &revision)?;
@@ -260,6 +263,7 @@ pub async fn deploy(
     let started_at = state::now();
     let t0 = Instant::now();
     let journal = std::sync::Arc::new(Journal::new(dir.clone()));
+    let deploy_id = history.next_id(&release);
     let result = apply::apply(
         engine,
         &plan,
@@ -267,13 +271,20 @@ pub async fn deploy(
             cancel: req.cancel.clone(),
             journal: Some(journal.clone()),
             pause_at: req.pause_at,
+            snapshots: Some(SnapshotTarget {
+                state_dir: ctx.state_dir.clone(),
+                deploy: deploy_id.clone(),
+                revision: revision.clone(),
+                previous_revision: previous.clone(),
+            }),
         },
     )
     .await;
     let finished_at = state::now();
     let duration_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let taken = snapshot_index(&dir).taken_by(&deploy_id);
     let mut entry = Entry {
-        id: history.next_id(&release),
+        id: deploy_id,
         kind: req.kind,
         release: release.clone(),
         revision: revision.clone(),
@@ -289,6 +300,8 @@ pub async fn deploy(
         steps: Vec::new(),
         failure: None,
         source: req.source.clone(),
+        // Also for a failed deploy: its snapshots were taken and are kept.
+        snapshots: taken,
     };
     match result {
         Ok(report) => {
@@ -309,7 +322,8 @@ pub async fn deploy(
                     services: entry.services.clone(),
                 },
             )?;
-            history::append(&dir, entry.clone(), ctx.history_limit)?;
+            let recorded = history::append(&dir, entry.clone(), ctx.history_limit)?;
+            prune_snapshots(&dir, desired, &recorded);
             if req.kind == Kind::Rollback {
                 suspend_after_rollback(&dir, &req.actor, &revision)?;
             }
@@ -419,6 +433,46 @@ fn finish_journal(journal: &Journal) {
     }
 }
 
+/// The snapshot index, or an empty one when it cannot be read (a deploy is not failed for it;
+/// `snapshots list` reports the problem).
+fn snapshot_index(dir: &ReleaseDir) -> snapshots::Index {
+    snapshots::Index::load(dir).unwrap_or_else(|e| {
+        warn!(error = %e, "cannot read the snapshot index");
+        snapshots::Index::default()
+    })
+}
+
+/// Retention after a successful release: per service, `keep:` from the spec just applied;
+/// the snapshots of the current and of the previous applied deploy are never pruned. A
+/// failure is logged: the release itself succeeded.
+fn prune_snapshots(dir: &ReleaseDir, desired: &DesiredRelease, history: &History) {
+    let keep: std::collections::BTreeMap<String, crate::spec::model::SnapshotKeep> = desired
+        .services
+        .iter()
+        .filter_map(|s| s.snapshot.as_ref().map(|snap| (s.name.clone(), snap.keep)))
+        .collect();
+    let protected: Vec<String> = history
+        .entries
+        .iter()
+        .rev()
+        .filter(|e| e.outcome == Outcome::Applied)
+        .take(2)
+        .map(|e| e.id.clone())
+        .collect();
+    let index = snapshot_index(dir);
+    let ids = snapshots::to_prune(
+        &index.snapshots,
+        &keep,
+        &protected,
+        std::time::SystemTime::now(),
+    );
+    match snapshots::prune(dir, &ids) {
+        Ok(removed) if !removed.is_empty() => info!(?removed, "pruned snapshots by retention"),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot prune snapshots"),
+    }
+}
+
 /// A resolved crash gets its own history entry (kind `recovery`) and audit line.
 fn record_recovery(
     ctx: &Context,
@@ -468,6 +522,9 @@ fn record_recovery(
             steps: Vec::new(),
             failure,
             source: None,
+            // The interrupted deploy never recorded its entry; this one takes its id, and with
+            // it the snapshots taken before the crash.
+            snapshots: snapshot_index(dir).taken_by(&history.next_id(&report.release)),
         },
         Err(e) => {
             warn!(error = %e, "cannot read history to record the recovery");

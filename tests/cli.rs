@@ -30,6 +30,9 @@ fn every_command_has_help_with_an_example() {
         vec!["diff", "--help"],
         vec!["apply", "--help"],
         vec!["run", "--help"],
+        vec!["snapshots", "list", "--help"],
+        vec!["snapshots", "verify", "--help"],
+        vec!["snapshots", "restore", "--help"],
     ] {
         let out = reconciler(&cmd, state.path());
         assert_eq!(out.status.code(), Some(0), "{}", show(&out));

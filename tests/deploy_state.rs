@@ -722,7 +722,9 @@ fn a_torn_current_json_is_reported_and_the_labels_are_used() {
 /// outcome, a missing field or a stray field does not.
 #[test]
 fn schemas_accept_what_is_written_and_reject_what_is_not() {
-    use reconciler::state::history::{Entry, Failure, History, Kind, Outcome, StepTiming};
+    use reconciler::state::history::{
+        Entry, Failure, History, Kind, Outcome, SnapshotTaken, StepTiming,
+    };
     let entry = Entry {
         id: "shop-3".into(),
         kind: Kind::Deploy,
@@ -750,6 +752,14 @@ fn schemas_accept_what_is_written_and_reject_what_is_not() {
             rollback_errors: vec![],
         }),
         source: None,
+        snapshots: vec![SnapshotTaken {
+            id: "shop-db-20261201T120000Z".into(),
+            service: "db".into(),
+            file: "snapshots/db/20261201T120000Z-aaaaaaaaaaaa.dump".into(),
+            size: 1024,
+            sha256: "d".repeat(64),
+            duration_ms: 300,
+        }],
     };
     let good = serde_json::to_value(History {
         entries: vec![entry],

@@ -102,7 +102,7 @@ pub enum LockCommand {
 }
 
 /// The release named by `--release`, or the only one with state.
-fn release_name(state_dir: &Path, args: &ReleaseArgs) -> anyhow::Result<String> {
+pub(super) fn release_name(state_dir: &Path, args: &ReleaseArgs) -> anyhow::Result<String> {
     if let Some(r) = &args.release {
         return Ok(r.clone());
     }
@@ -235,6 +235,16 @@ fn print_entry(e: &Entry) {
             s.service,
             s.image,
             s.color.as_deref().unwrap_or("")
+        );
+    }
+    for s in &e.snapshots {
+        println!(
+            "    snapshot {} ({}): {} B in {:.1}s, sha256 {}",
+            s.id,
+            s.service,
+            s.size,
+            s.duration_ms as f64 / 1000.0,
+            &s.sha256[..s.sha256.len().min(12)]
         );
     }
     if let Some(f) = &e.failure {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::secret::Secret;
-use crate::spec::model::{NetworkSpec, Strategy, VolumeSpec};
+use crate::spec::model::{NetworkSpec, SnapshotFormat, SnapshotKeep, Strategy, VolumeSpec};
 
 /// The release as this host should run it.
 #[derive(Debug, Clone, Serialize)]
@@ -123,6 +123,17 @@ pub struct DesiredService {
     pub replicas: u32,
     /// `configs:` with its `reload:` and `ready:`; not in `config_hash` (never a recreate).
     pub configs: Option<ServiceConfigs>,
+    /// `snapshot:`: taken before a release changes this service or one depending on it.
+    pub snapshot: Option<DesiredSnapshot>,
+}
+
+/// `snapshot:` resolved: the argv run by exec, what its output is, retention and time limit.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DesiredSnapshot {
+    pub exec: Vec<String>,
+    pub format: SnapshotFormat,
+    pub keep: SnapshotKeep,
+    pub timeout: Duration,
 }
 
 /// A value in a container's environment. Values from `secrets:` and from `env_file`s are

@@ -16,7 +16,7 @@ use crate::spec::model::{
 use super::configs::{resolve_configs, ConfigSource};
 use super::{
     ContainerConfig, DesiredNetwork, DesiredProxy, DesiredRelease, DesiredRoute, DesiredService,
-    DesiredVolume, DockerHealthcheck, EnvValue, Gate, LogConfig, Mount, MountKind,
+    DesiredSnapshot, DesiredVolume, DockerHealthcheck, EnvValue, Gate, LogConfig, Mount, MountKind,
     NetworkAttachment, PortBinding, Probe, Verify,
 };
 
@@ -145,6 +145,16 @@ pub fn resolve(
                         .as_ref()
                         .and_then(|d| d.parse().ok())
                         .unwrap_or(defaults::DRAIN_PERIOD),
+                    snapshot: svc.snapshot.as_ref().map(|snap| DesiredSnapshot {
+                        exec: snap.exec.clone(),
+                        format: snap.format,
+                        keep: snap.keep.unwrap_or_default(),
+                        timeout: snap
+                            .timeout
+                            .as_ref()
+                            .and_then(|t| t.parse().ok())
+                            .unwrap_or(defaults::SNAPSHOT_TIMEOUT),
+                    }),
                     name,
                     container,
                     config_hash,

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
+use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, HealthConfig,
@@ -571,6 +572,197 @@ impl Engine {
                 .inspect_exec(&exec.id)
                 .await
                 .map_err(op_error("exec in", Container, name))?;
+            let start = output.len().saturating_sub(EXEC_OUTPUT_LIMIT);
+            Ok(ExecOutput {
+                exit_code: inspect.exit_code.unwrap_or(-1),
+                output: String::from_utf8_lossy(&output[start..]).into_owned(),
+            })
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Err(EngineError::ExecTimeout {
+                name: name.to_string(),
+                command: command.to_vec(),
+                timeout_ms: timeout.as_millis(),
+            }),
+        }
+    }
+}
+
+impl Engine {
+    /// Runs `command` in a running container with its stdout streamed into `sink` chunk by
+    /// chunk (a database dump is never held in memory); stderr is kept, cut to the last few
+    /// KiB, in the returned [`ExecOutput`].
+    pub async fn exec_streaming(
+        &self,
+        name: &str,
+        command: &[String],
+        timeout: Duration,
+        sink: &mut (dyn std::io::Write + Send),
+    ) -> Result<ExecOutput, EngineError> {
+        let run = async {
+            let exec = self
+                .docker
+                .create_exec(
+                    name,
+                    CreateExecOptions {
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        cmd: Some(command.to_vec()),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(op_error("exec in", Container, name))?;
+            let started = self
+                .docker
+                .start_exec(
+                    &exec.id,
+                    Some(StartExecOptions {
+                        detach: false,
+                        tty: false,
+                        output_capacity: None,
+                    }),
+                )
+                .await
+                .map_err(op_error("exec in", Container, name))?;
+            let mut stderr = Vec::new();
+            if let StartExecResults::Attached {
+                output: mut stream, ..
+            } = started
+            {
+                while let Some(chunk) = stream.next().await {
+                    match chunk.map_err(op_error("exec in", Container, name))? {
+                        LogOutput::StdOut { message } => {
+                            sink.write_all(&message)
+                                .map_err(|e| EngineError::Operation {
+                                    op: "store the output of exec in",
+                                    kind: Container,
+                                    name: name.to_string(),
+                                    reason: e.to_string(),
+                                })?;
+                        }
+                        other => {
+                            stderr.extend_from_slice(&other.into_bytes());
+                            if stderr.len() > 2 * EXEC_OUTPUT_LIMIT {
+                                stderr.drain(..stderr.len() - EXEC_OUTPUT_LIMIT);
+                            }
+                        }
+                    }
+                }
+            }
+            let inspect = self
+                .docker
+                .inspect_exec(&exec.id)
+                .await
+                .map_err(op_error("exec in", Container, name))?;
+            let start = stderr.len().saturating_sub(EXEC_OUTPUT_LIMIT);
+            Ok(ExecOutput {
+                exit_code: inspect.exit_code.unwrap_or(-1),
+                output: String::from_utf8_lossy(&stderr[start..]).into_owned(),
+            })
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Err(EngineError::ExecTimeout {
+                name: name.to_string(),
+                command: command.to_vec(),
+                timeout_ms: timeout.as_millis(),
+            }),
+        }
+    }
+
+    /// Runs `command` in a running container with `input` streamed to its stdin (closed at
+    /// the end of `input`); returns its exit code and output (stdout and stderr, the last few
+    /// KiB). How `pg_restore` reads a snapshot file that is on this host, not in the container.
+    pub async fn exec_with_input(
+        &self,
+        name: &str,
+        command: &[String],
+        timeout: Duration,
+        input: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
+    ) -> Result<ExecOutput, EngineError> {
+        use tokio::io::AsyncWriteExt;
+        let op_err = |what: &'static str| {
+            let name = name.to_string();
+            move |e: std::io::Error| EngineError::Operation {
+                op: what,
+                kind: Container,
+                name,
+                reason: e.to_string(),
+            }
+        };
+        let run = async {
+            let exec = self
+                .docker
+                .create_exec(
+                    name,
+                    CreateExecOptions {
+                        attach_stdin: Some(true),
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        cmd: Some(command.to_vec()),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(op_error("exec in", Container, name))?;
+            let started = self
+                .docker
+                .start_exec(
+                    &exec.id,
+                    Some(StartExecOptions {
+                        detach: false,
+                        tty: false,
+                        output_capacity: None,
+                    }),
+                )
+                .await
+                .map_err(op_error("exec in", Container, name))?;
+            let mut output = Vec::new();
+            let mut fed_result = Ok(());
+            if let StartExecResults::Attached {
+                output: mut stream,
+                input: mut stdin,
+            } = started
+            {
+                // A command may stop reading before the end (`pg_restore --list` reads only
+                // the table of contents): a broken pipe is its choice, its exit code the verdict.
+                let feed = async {
+                    match tokio::io::copy(input, &mut stdin).await {
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                        other => other.map_err(op_err("send input to exec in"))?,
+                    };
+                    match stdin.shutdown().await {
+                        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                            Err(op_err("close stdin of exec in")(e))
+                        }
+                        _ => Ok(()),
+                    }
+                };
+                let read = async {
+                    while let Some(chunk) = stream.next().await {
+                        let chunk = chunk.map_err(op_error("exec in", Container, name))?;
+                        output.extend_from_slice(&chunk.into_bytes());
+                        if output.len() > 2 * EXEC_OUTPUT_LIMIT {
+                            output.drain(..output.len() - EXEC_OUTPUT_LIMIT);
+                        }
+                    }
+                    Ok::<(), EngineError>(())
+                };
+                let (fed, read) = tokio::join!(feed, read);
+                read?;
+                fed_result = fed;
+            }
+            let inspect = self
+                .docker
+                .inspect_exec(&exec.id)
+                .await
+                .map_err(op_error("exec in", Container, name))?;
+            // A failed command explains itself better than the failed copy into it.
+            if inspect.exit_code == Some(0) {
+                fed_result?;
+            }
             let start = output.len().saturating_sub(EXEC_OUTPUT_LIMIT);
             Ok(ExecOutput {
                 exit_code: inspect.exit_code.unwrap_or(-1),

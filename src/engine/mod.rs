@@ -8,6 +8,7 @@ mod container;
 mod files;
 mod image;
 mod network;
+mod oneoff;
 mod volume;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +19,7 @@ use bollard::{Docker, API_DEFAULT_VERSION};
 pub use container::{ContainerInfo, ContainerOwnership, ContainerSummary, Endpoint, ExecOutput};
 pub use image::{registry_credentials_for, RegistryAuth};
 pub use network::NetworkInfo;
+pub use oneoff::{OneOff, OneOffOutcome};
 pub use volume::VolumeInfo;
 
 /// Seconds bollard waits for one request. Pulls and stops stream or wait server-side, so this

@@ -196,6 +196,9 @@ pub fn plan(desired: &DesiredRelease, live: &LiveState) -> Result<Plan, PlanErro
         }
     }
 
+    // Snapshots go here, once the release is decided: after the pulls and the new networks
+    // and volumes, before any container of the release changes.
+    let snapshots_at = b.main.len();
     b.upstreams = steady_upstreams(desired, live);
     // What serves each routed service after this release, and which containers the switch
     // retires.
@@ -374,6 +377,9 @@ pub fn plan(desired: &DesiredRelease, live: &LiveState) -> Result<Plan, PlanErro
         }
     }
 
+    let (snapshots, notes) = super::snapshot::snapshot_steps(desired, live, &b.changes);
+    b.main.splice(snapshots_at..snapshots_at, snapshots);
+    b.notes.extend(notes);
     let mut steps = b.pulls;
     steps.extend(b.main);
     steps.extend(b.finals);

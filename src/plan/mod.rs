@@ -13,12 +13,13 @@ mod build;
 mod configs;
 mod render;
 mod rolling;
+mod snapshot;
 
 use serde::Serialize;
 
 use std::time::Duration;
 
-use crate::desired::{ConfigFile, ContainerConfig, Gate, Reload, Verify};
+use crate::desired::{ConfigFile, ContainerConfig, DesiredSnapshot, Gate, Reload, Verify};
 use crate::proxy::ProxyFile;
 use crate::spec::model::{NetworkSpec, VolumeSpec};
 
@@ -209,6 +210,13 @@ pub enum Action {
         name: String,
         gate: Gate,
     },
+    /// Back up a stateful service from its running container before the release changes it or
+    /// a service depending on it (undo: nothing; the file is kept, also by a failed release).
+    TakeSnapshot {
+        service: String,
+        container: String,
+        snapshot: DesiredSnapshot,
+    },
 }
 
 impl Action {
@@ -233,6 +241,7 @@ impl Action {
             Action::PushConfigs { .. } => "push_configs",
             Action::ReloadService { .. } => "reload",
             Action::AwaitReady { .. } => "ready",
+            Action::TakeSnapshot { .. } => "snapshot",
         }
     }
 
@@ -257,6 +266,7 @@ impl Action {
             Action::RenameContainer { from, to, .. } => format!("{from} -> {to}"),
             Action::Verify { verify, .. } => format!("127.0.0.1:{}{}", verify.port, verify.path),
             Action::Drain { proxy, .. } => proxy.clone(),
+            Action::TakeSnapshot { container, .. } => container.clone(),
         }
     }
 
@@ -273,7 +283,8 @@ impl Action {
             | Action::SeedConfigs { service, .. }
             | Action::PushConfigs { service, .. }
             | Action::ReloadService { service, .. }
-            | Action::AwaitReady { service, .. } => Some(service),
+            | Action::AwaitReady { service, .. }
+            | Action::TakeSnapshot { service, .. } => Some(service),
             _ => None,
         }
     }

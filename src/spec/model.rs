@@ -280,6 +280,10 @@ pub struct ServiceSpec {
     /// old color is stopped (default 10s; the wait ends early once nginx has no old workers).
     #[serde(default)]
     pub drain: Option<DurationStr>,
+    /// A stateful service: how to take a consistent backup before a release changes it or a
+    /// service depending on it (see `docs/snapshots.md`).
+    #[serde(default)]
+    pub snapshot: Option<SnapshotSpec>,
     /// Files or directories from the repo delivered into the running container (see
     /// `crate::configs`): a change is pushed, reloaded and gated, never a recreate.
     #[serde(default)]
@@ -380,6 +384,54 @@ pub struct ReloadHttp {
 
 fn default_reload_method() -> String {
     "POST".to_string()
+}
+
+/// `snapshot:` on a service: a command run by exec in its running container, whose stdout is
+/// the snapshot, streamed into a file under the state dir.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotSpec {
+    /// argv, never a shell string (`["pg_dump", "-Fc", "-U", "postgres", "app"]`).
+    pub exec: Vec<String>,
+    #[serde(default)]
+    pub format: SnapshotFormat,
+    #[serde(default)]
+    pub keep: Option<SnapshotKeep>,
+    #[serde(default)]
+    pub timeout: Option<DurationStr>,
+}
+
+/// What the snapshot file is, so that `snapshots verify` can check more than its checksum.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotFormat {
+    /// Opaque bytes: verified by sha256 only.
+    #[default]
+    Raw,
+    /// `pg_dump -Fc`: also verified by `pg_restore --list`.
+    PostgresCustom,
+}
+
+impl SnapshotFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotFormat::Raw => "raw",
+            SnapshotFormat::PostgresCustom => "postgres-custom",
+        }
+    }
+}
+
+/// Retention: a snapshot is kept while either rule keeps it (absent: kept forever); the
+/// snapshots of the current and the previous release are never pruned.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotKeep {
+    /// The newest N of the service.
+    #[serde(default)]
+    pub last: Option<u32>,
+    /// Those younger than D days.
+    #[serde(default)]
+    pub days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]

@@ -75,6 +75,21 @@ pub struct Entry {
     pub failure: Option<Failure>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceRecord>,
+    /// Snapshots taken before the deploy changed anything (`state::snapshots` has the index).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<SnapshotTaken>,
+}
+
+/// One snapshot as the history entry records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotTaken {
+    pub id: String,
+    pub service: String,
+    /// Relative to the release's state directory.
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+    pub duration_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +191,7 @@ mod tests {
             steps: vec![],
             failure: None,
             source: None,
+            snapshots: vec![],
         }
     }
 

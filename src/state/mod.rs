@@ -10,6 +10,8 @@
 //!     lock, lock.json            the deploy lock and its holder record (state::lock)
 //!     suspended.json             present while automatic sync is suspended
 //!     audit.log, audit.log.1     append-only JSON lines, rotated by size (state::audit)
+//!     snapshots.json             index of the snapshots below (state::snapshots)
+//!     snapshots/<service>/*.dump snapshots of stateful services (crate::snapshot)
 //! ```
 //!
 //! Every file is written atomically ([`write_atomic`]), so a crash leaves either the old or the
@@ -22,6 +24,7 @@ pub mod audit;
 pub mod current;
 pub mod history;
 pub mod lock;
+pub mod snapshots;
 pub mod suspend;
 
 use std::fs::{self, File};

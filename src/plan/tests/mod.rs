@@ -224,7 +224,7 @@ fn sim_step(live: &mut LiveState, action: &Action) -> Effect {
                         .insert(f.path.clone(), Some(f.content.clone()));
                 }
             }
-            Action::Verify { .. } | Action::Drain { .. } => {}
+            Action::Verify { .. } | Action::Drain { .. } | Action::TakeSnapshot { .. } => {}
             Action::SeedConfigs { name, files, .. } => {
                 let c = live.containers.iter().find(|c| &c.name == name).unwrap();
                 assert_eq!(
@@ -850,3 +850,81 @@ fn json_has_the_documented_fields() {
 mod configs;
 mod properties;
 mod rolling;
+
+fn with_snapshot(web_image: &str, cache_image: &str) -> String {
+    format!(
+        r#"
+version: 1
+release: shop
+volumes: {{ pgdata: {{}} }}
+services:
+  db:
+    image: postgres:16
+    volumes: ["pgdata:/var/lib/postgresql/data"]
+    snapshot: {{ exec: [pg_dump, -Fc, -U, postgres, app], format: postgres-custom }}
+  web:
+    image: {web_image}
+    depends_on: [db]
+  cache:
+    image: {cache_image}
+"#
+    )
+}
+
+#[test]
+fn a_snapshot_is_taken_after_pulls_and_volumes_before_any_container_changes() {
+    let d1 = desired(&with_snapshot("web:1", "cache:1"));
+    let first = plan(&d1, &live_with_images(&d1)).unwrap();
+    // First deploy: the database is not running yet, nothing to back up; a note says so.
+    assert!(!kinds(&first).contains(&"snapshot"));
+    assert!(
+        first.notes.iter().any(|n| n.contains("no snapshot of db")),
+        "{:?}",
+        first.notes
+    );
+    let live = simulate(&live_with_images(&d1), &first);
+
+    // A service that does not depend on db changes: no snapshot.
+    let d2 = desired(&with_snapshot("web:1", "cache:2"));
+    let mut live2 = live.clone();
+    live2
+        .images
+        .insert("cache:2".into(), Some("sha256:c2".into()));
+    assert!(!kinds(&plan(&d2, &live2).unwrap()).contains(&"snapshot"));
+
+    // A dependent changes, its image still to pull, and the volume was removed by hand: the
+    // pull and the volume come first, then the snapshot, then the first container change.
+    let d3 = desired(&with_snapshot("web:2", "cache:1"));
+    let mut live3 = live.clone();
+    live3.images.insert("web:2".into(), None);
+    live3.volumes.clear();
+    let p = plan(&d3, &live3).unwrap();
+    let k = kinds(&p);
+    assert_eq!(
+        &k[..4],
+        ["pull", "create_volume", "snapshot", "stop"],
+        "{k:?}"
+    );
+    assert_eq!(k.iter().filter(|k| **k == "snapshot").count(), 1);
+    let Action::TakeSnapshot {
+        service, container, ..
+    } = &p.steps[2].action
+    else {
+        panic!("{k:?}")
+    };
+    assert_eq!((service.as_str(), container.as_str()), ("db", "shop-db"));
+    assert!(
+        p.steps[2].reason.contains("web depends on it"),
+        "{}",
+        p.steps[2].reason
+    );
+
+    // db itself changes: snapshotted too, before it is stopped.
+    let d4 = desired(&with_snapshot("web:1", "cache:1").replace("postgres:16", "postgres:16.1"));
+    let mut live4 = live.clone();
+    live4
+        .images
+        .insert("postgres:16.1".into(), Some("sha256:p".into()));
+    let k = kinds(&plan(&d4, &live4).unwrap());
+    assert_eq!(&k[..2], ["snapshot", "stop"], "{k:?}");
+}
