@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::configs;
 use crate::defaults;
+use crate::desired::Reload;
 use crate::engine::{ContainerOwnership, Engine, EngineError};
 use crate::health;
 use crate::plan::{Action, Plan};
@@ -223,6 +225,8 @@ pub(crate) enum Effect {
     VolumeCreated(bool),
     /// `ConfigureProxy`: the files as they were.
     ProxyFilesReplaced(Vec<proxy::PreviousFile>),
+    /// `PushConfigs`: a service's config files as they were.
+    ConfigFilesReplaced(Vec<proxy::PreviousFile>),
 }
 
 /// A step as undoing or finishing it sees it: what it does and the names it acts on. It holds
@@ -262,6 +266,11 @@ pub enum StepRef {
     RunJob {
         name: String,
     },
+    /// Undone by putting the previous files back and reloading with `reload`.
+    PushConfigs {
+        name: String,
+        reload: Option<Reload>,
+    },
     /// Pulls, seeding a new proxy (undone with its container), gates, verify, drain,
     /// snapshots: nothing on the host to put back.
     NothingToUndo,
@@ -284,6 +293,17 @@ impl StepRef {
             Action::RemoveContainer { name: n, .. } => StepRef::RemoveContainer { name: name(n) },
             Action::RemoveNetwork { name: n } => StepRef::RemoveNetwork { name: name(n) },
             Action::RunJob { name: n, .. } => StepRef::RunJob { name: name(n) },
+            Action::PushConfigs {
+                name: n, reload, ..
+            } => StepRef::PushConfigs {
+                name: name(n),
+                reload: reload.clone(),
+            },
+            // Seeding is undone with the container; a reload with the push before it; a
+            // ready probe changes nothing.
+            Action::SeedConfigs { .. }
+            | Action::ReloadService { .. }
+            | Action::AwaitReady { .. } => StepRef::NothingToUndo,
             Action::PullImage { .. }
             | Action::SeedProxy { .. }
             | Action::AwaitHealthy { .. }
@@ -335,6 +355,13 @@ pub(crate) fn undo_of(step: &StepRef, effect: Effect) -> Option<Undo> {
                 previous,
             })
         }
+        (StepRef::PushConfigs { name, reload }, Effect::ConfigFilesReplaced(previous)) => {
+            Some(Undo::RestoreConfigs {
+                name: name.clone(),
+                previous,
+                reload: reload.clone(),
+            })
+        }
         _ => None,
     }
 }
@@ -358,6 +385,12 @@ pub(crate) enum Undo {
         name: String,
         previous: Vec<proxy::PreviousFile>,
     },
+    /// A service's config files as they were before a push; put back and reloaded.
+    RestoreConfigs {
+        name: String,
+        previous: Vec<proxy::PreviousFile>,
+        reload: Option<Reload>,
+    },
 }
 
 impl std::fmt::Display for Undo {
@@ -375,6 +408,14 @@ impl std::fmt::Display for Undo {
                 write!(
                     f,
                     "put the previous {} back in `{name}` and reload",
+                    paths.join(", ")
+                )
+            }
+            Undo::RestoreConfigs { name, previous, .. } => {
+                let paths: Vec<&str> = previous.iter().map(|p| p.path.as_str()).collect();
+                write!(
+                    f,
+                    "put the previous configs {} back in `{name}` and reload",
                     paths.join(", ")
                 )
             }
@@ -426,6 +467,19 @@ impl Undo {
                 )
                 .await;
                 return Ok(());
+            }
+            Undo::RestoreConfigs {
+                name,
+                previous,
+                reload,
+            } => {
+                return configs::restore(engine, name, previous, reload.as_ref())
+                    .await
+                    .map_err(|e| match e.split_not_found() {
+                        // The container is gone: recovery counts that as undone.
+                        (_, Some(gone)) => UndoFailure::Engine(gone),
+                        (text, None) => UndoFailure::Other(text),
+                    });
             }
         };
         result.map_err(UndoFailure::Engine)
@@ -568,6 +622,35 @@ async fn run_step(
             drain(engine, name, *period, cancel).await;
             Ok(Effect::Done)
         }
+        Action::SeedConfigs { name, files, .. } => {
+            configs::write(engine, name, files)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Effect::Done)
+        }
+        Action::PushConfigs {
+            name,
+            files,
+            remove,
+            ..
+        } => {
+            let previous = configs::push(engine, name, files, remove)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Effect::ConfigFilesReplaced(previous))
+        }
+        Action::ReloadService { name, reload, .. } => {
+            configs::reload(engine, name, reload)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Effect::Done)
+        }
+        Action::AwaitReady { name, gate, .. } => {
+            health::await_healthy(engine, name, gate, cancel)
+                .await
+                .map_err(|e| format!("not ready after the reload: {e}"))?;
+            Ok(Effect::Done)
+        }
         Action::TakeSnapshot {
             service,
             container,
@@ -698,6 +781,17 @@ async fn record_started(
                     .map_err(|e| e.to_string())?,
             )
         }
+        // Recorded before the push, so a crash during it can put them back.
+        Action::PushConfigs {
+            name,
+            files,
+            remove,
+            ..
+        } => Some(
+            configs::read_previous(engine, name, &configs::touched(files, remove))
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
         _ => None,
     };
     journal

@@ -294,7 +294,7 @@ impl Prober<'_> {
 }
 
 /// reqwest's top-level message is terse (`error sending request`); the cause says why.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

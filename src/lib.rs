@@ -12,6 +12,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod configs;
 pub mod daemon;
 pub mod defaults;
 pub mod deploy;

@@ -26,6 +26,10 @@ pub struct LiveState {
     /// Jobs that already succeeded for the revision being planned (`<job key>@<config hash>`),
     /// from the state dir (`state::jobs`); they do not run again for that revision.
     pub jobs_done: std::collections::BTreeSet<String>,
+    /// The `configs:` files in each service container that declares them (container name →
+    /// path → sha256 of the content), read back from the container (`crate::configs::observe`).
+    /// A missing file is absent.
+    pub config_files: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -180,6 +184,7 @@ pub async fn observe(
         images: image_ids,
         proxy_files,
         jobs_done: Default::default(),
+        config_files: BTreeMap::new(),
     })
 }
 

@@ -46,6 +46,9 @@ pub fn rollback_reason(err: &ApplyError) -> Option<&'static str> {
             "gate" => "gate",
             "switch" => "switch",
             "verify" => "verify",
+            // A service's configs: the reload failed, or the service was not ready after it.
+            "reload" => "reload",
+            "ready" => "ready",
             _ => "other",
         }),
         ApplyError::Journal { .. } => None,
@@ -330,6 +333,23 @@ fn swap_info(gauge: &IntGaugeVec, current: &mut Option<String>, revision: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_config_reload_or_ready_is_its_own_rollback_reason() {
+        let failed = |action: &'static str| ApplyError::Failed {
+            index: 0,
+            action,
+            service: Some("prometheus".to_string()),
+            target: "mon-prometheus".to_string(),
+            reason: String::new(),
+            rolled_back: true,
+            undo_errors: Vec::new(),
+            completed: Vec::new(),
+        };
+        assert_eq!(rollback_reason(&failed("reload")), Some("reload"));
+        assert_eq!(rollback_reason(&failed("ready")), Some("ready"));
+        assert_eq!(rollback_reason(&failed("push_configs")), Some("other"));
+    }
 
     fn line<'a>(text: &'a str, series: &str) -> Option<&'a str> {
         text.lines()

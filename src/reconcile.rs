@@ -184,6 +184,27 @@ impl RepoFiles for TreeFiles<'_> {
         let bytes = self.tree.read_file(&full).map_err(|e| e.to_string())?;
         String::from_utf8(bytes).map_err(|_| format!("{full} is not UTF-8 text"))
     }
+
+    fn read_config(&self, path: &str) -> Result<desired::ConfigSource, String> {
+        let full = if self.dir.is_empty() {
+            path.to_string()
+        } else {
+            format!("{}/{path}", self.dir)
+        };
+        let file_error = match self.tree.read_file(&full) {
+            Ok(bytes) => return Ok(desired::ConfigSource::File(bytes)),
+            Err(e) => e.to_string(),
+        };
+        // Not a file: a directory, or nothing (then the file's error says so).
+        let entries = self.tree.read_dir(&full).map_err(|_| file_error)?;
+        let prefix = format!("{full}/");
+        Ok(desired::ConfigSource::Dir(
+            entries
+                .into_iter()
+                .map(|(p, bytes)| (p.strip_prefix(&prefix).unwrap_or(&p).to_string(), bytes))
+                .collect(),
+        ))
+    }
 }
 
 /// Observes the engine (and the jobs already done, from `state_dir`) and plans. Pure apart
@@ -225,5 +246,7 @@ pub async fn observe(
         .proxy
         .as_ref()
         .map(|p| (p.container_name.as_str(), proxy_paths.as_slice()));
-    Ok(live::observe(engine, &desired.release, &images, proxy).await?)
+    let mut live = live::observe(engine, &desired.release, &images, proxy).await?;
+    crate::configs::observe(engine, desired, &mut live).await?;
+    Ok(live)
 }

@@ -180,6 +180,8 @@ pub struct DesiredService {
     pub drain: Duration,
     /// `deploy.replicas` (1 when absent); more than one only with `strategy: rolling`.
     pub replicas: u32,
+    /// `configs:` with its `reload:` and `ready:`; not in `config_hash` (never a recreate).
+    pub configs: Option<ServiceConfigs>,
     /// `snapshot:`: taken before a release changes this service or one depending on it.
     pub snapshot: Option<DesiredSnapshot>,
 }
@@ -366,6 +368,9 @@ impl ContainerConfig {
     }
 }
 
+pub mod configs;
 pub mod resolve;
+
+pub use configs::{ConfigFile, ConfigSource, Reload, ReloadHow, ServiceConfigs};
 
 pub use resolve::{resolve, HostEnv, ProcessEnv, RepoFiles, ResolveError};

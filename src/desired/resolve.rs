@@ -13,6 +13,7 @@ use crate::spec::model::{
     ServiceNetworks, ServiceSpec, StringOrList,
 };
 
+use super::configs::{resolve_configs, ConfigSource};
 use super::{
     ContainerConfig, DesiredJob, DesiredNetwork, DesiredProxy, DesiredRelease, DesiredRoute,
     DesiredService, DesiredSnapshot, DesiredVolume, DockerHealthcheck, EnvValue, Gate, JobPhase,
@@ -35,6 +36,13 @@ pub trait HostEnv {
 /// directory holding release.yaml.
 pub trait RepoFiles {
     fn read(&self, path: &str) -> Result<String, String>;
+
+    /// A `configs:` source: a file, or every file under a directory. The default knows only
+    /// files.
+    fn read_config(&self, path: &str) -> Result<ConfigSource, String> {
+        self.read(path)
+            .map(|text| ConfigSource::File(text.into_bytes()))
+    }
 }
 
 /// The reconciler's own process environment and file system.
@@ -116,6 +124,13 @@ pub fn resolve(
         let Some(svc) = spec.services.get(&name) else {
             continue;
         };
+        let configs = match resolve_configs(&name, svc, &|path| repo.read_config(path)) {
+            Ok(configs) => configs,
+            Err(mut e) => {
+                errors.append(&mut e);
+                None
+            }
+        };
         match resolve_service(spec, &name, svc, host) {
             Ok(container) => {
                 let config_hash = container.config_hash();
@@ -144,6 +159,7 @@ pub fn resolve(
                     name,
                     container,
                     config_hash,
+                    configs,
                 });
             }
             Err(mut e) => errors.append(&mut e),
@@ -677,7 +693,7 @@ fn gate_for(svc: &ServiceSpec) -> Gate {
     }
 }
 
-fn probe_for(health: &HealthGate, healthcheck: Option<&Healthcheck>) -> Probe {
+pub(super) fn probe_for(health: &HealthGate, healthcheck: Option<&Healthcheck>) -> Probe {
     if let Some(http) = &health.http {
         return Probe::Http {
             port: http.port,

@@ -555,6 +555,17 @@ impl Engine {
         command: &[String],
         timeout: Duration,
     ) -> Result<ExecOutput, EngineError> {
+        self.exec_as(name, None, command, timeout).await
+    }
+
+    /// [`Engine::exec`] as `user` (`"0"`: root) instead of the container's user.
+    pub async fn exec_as(
+        &self,
+        name: &str,
+        user: Option<&str>,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, EngineError> {
         let run = async {
             let exec = self
                 .docker
@@ -564,6 +575,7 @@ impl Engine {
                         attach_stdout: Some(true),
                         attach_stderr: Some(true),
                         cmd: Some(command.to_vec()),
+                        user: user.map(str::to_string),
                         ..Default::default()
                     },
                 )

@@ -99,6 +99,45 @@ fn file_from_tar(archive: &[u8]) -> Result<Vec<u8>, String> {
     Ok(content)
 }
 
+/// Every regular file in a `GET /archive` reply of a directory, as `(prefix + entry path,
+/// content)`, sorted by path.
+fn files_from_tar(archive: &[u8], prefix: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let mut reader = tar::Archive::new(archive);
+    let entries = reader.entries().map_err(|e| format!("bad archive: {e}"))?;
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("bad archive: {e}"))?;
+        if !matches!(
+            entry.header().entry_type(),
+            tar::EntryType::Regular | tar::EntryType::Continuous
+        ) {
+            continue;
+        }
+        total += entry.size();
+        if total > READ_LIMIT {
+            return Err(format!(
+                "holds more than the {READ_LIMIT} bytes a config directory may have"
+            ));
+        }
+        let path = entry
+            .path()
+            .map_err(|e| format!("bad archive: {e}"))?
+            .to_string_lossy()
+            .into_owned();
+        let mut content = Vec::new();
+        entry
+            .read_to_end(&mut content)
+            .map_err(|e| format!("bad archive: {e}"))?;
+        out.push((
+            format!("{prefix}{}", path.trim_start_matches("./")),
+            content,
+        ));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
 impl Engine {
     /// Writes one file into a container (running or only created), creating parent
     /// directories, root-owned, mode 0644. Replaces the file if it exists.
@@ -179,12 +218,62 @@ impl Engine {
             })
     }
 
+    /// Every regular file under directory `dir` of a container, by absolute path, sorted; `None`
+    /// when the directory does not exist. Symbolic links and special files are skipped.
+    pub async fn read_dir(
+        &self,
+        container: &str,
+        dir: &str,
+    ) -> Result<Option<Vec<(String, Vec<u8>)>>, EngineError> {
+        let trimmed = dir.trim_end_matches('/');
+        let relative = file_path("read directory in", container, trimmed)?;
+        let options = DownloadFromContainerOptions {
+            path: format!("{trimmed}/"),
+        };
+        let reply: Result<Vec<u8>, _> = self
+            .docker
+            .download_from_container(container, Some(options))
+            .try_fold(Vec::new(), |mut acc, chunk| async move {
+                acc.extend_from_slice(&chunk);
+                Ok(acc)
+            })
+            .await;
+        let archive = match reply {
+            Ok(archive) => archive,
+            Err(e) if status_of(&e) == Some(404) => {
+                // As in `read_file`: a missing container is an error, a missing path is not.
+                self.inspect_container(container).await?;
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(op_error("read directory in", Container, container)(e)
+                    .with_detail(format!("`{dir}`")))
+            }
+        };
+        // Entries are named after the directory's last component (`rules/a.yml`).
+        let parent = match relative.rsplit_once('/') {
+            Some((parent, _)) => format!("/{parent}/"),
+            None => "/".to_string(),
+        };
+        files_from_tar(&archive, &parent)
+            .map(Some)
+            .map_err(|reason| EngineError::Operation {
+                op: "read directory in",
+                kind: Container,
+                name: container.to_string(),
+                reason: format!("`{dir}` {reason}"),
+            })
+    }
+
     /// Removes a file from a running container (`rm -f`, so a missing file is fine). The
-    /// archive endpoint cannot delete, so this needs `rm` in the image.
+    /// archive endpoint cannot delete, so this needs `rm` in the image. As root: the files
+    /// the reconciler writes are root's, whoever the container runs as.
     pub async fn remove_file(&self, container: &str, path: &str) -> Result<(), EngineError> {
         file_path("remove file in", container, path)?;
         let argv = ["rm", "-f", "--", path].map(String::from);
-        let out = self.exec(container, &argv, REMOVE_TIMEOUT).await?;
+        let out = self
+            .exec_as(container, Some("0"), &argv, REMOVE_TIMEOUT)
+            .await?;
         if out.exit_code != 0 {
             return Err(EngineError::Operation {
                 op: "remove file in",

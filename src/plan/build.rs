@@ -423,6 +423,7 @@ fn plan_recreate(
         Some(c) => compare(svc, c, live),
     };
 
+    let stays = decision.is_none();
     if let Some((action, reason, fields)) = decision {
         b.changes.push(Change {
             kind: ObjectKind::Service,
@@ -443,6 +444,7 @@ fn plan_recreate(
             create_service_container(svc, svc.container_name.clone(), None, revision),
             format!("{} {reason}", svc.name),
         );
+        super::configs::seed(b, svc, &svc.container_name);
         b.main(
             Action::StartContainer {
                 service: svc.name.clone(),
@@ -461,6 +463,10 @@ fn plan_recreate(
                 svc.name
             ),
         );
+    }
+
+    if let (true, Some(c)) = (stays, current) {
+        super::configs::update(b, svc, &c.name, live);
     }
 
     if !leftovers.is_empty() {
@@ -570,7 +576,10 @@ fn plan_blue_green(
         .collect();
 
     let Some((action, reason, mut fields)) = decision else {
-        if !leftovers.is_empty() {
+        if let Some(c) = current {
+            super::configs::update(b, svc, &c.name, live);
+        }
+        if !leftovers.is_empty() && !b.changes.iter().any(|c| c.name == svc.name) {
             b.changes.push(Change {
                 kind: ObjectKind::Service,
                 name: svc.name.clone(),
@@ -637,6 +646,7 @@ fn plan_blue_green(
             svc.name
         ),
     );
+    super::configs::seed(b, svc, &new_name);
     b.main(
         Action::StartContainer {
             service: svc.name.clone(),

@@ -10,6 +10,7 @@
 //! the release has passed, so a failure anywhere can still put the host back as it was.
 
 mod build;
+mod configs;
 mod jobs;
 mod render;
 mod rolling;
@@ -19,7 +20,9 @@ use serde::Serialize;
 
 use std::time::Duration;
 
-use crate::desired::{ContainerConfig, DesiredSnapshot, Gate, JobPhase, Verify};
+use crate::desired::{
+    ConfigFile, ContainerConfig, DesiredSnapshot, Gate, JobPhase, Reload, Verify,
+};
 use crate::proxy::ProxyFile;
 use crate::spec::model::{NetworkSpec, VolumeSpec};
 
@@ -184,6 +187,34 @@ pub enum Action {
     RemoveNetwork {
         name: String,
     },
+    /// Write a service's `configs:` into its new container before its first start (undone
+    /// with the container).
+    SeedConfigs {
+        service: String,
+        name: String,
+        files: Vec<ConfigFile>,
+    },
+    /// Deliver changed config files into the running container and remove the stale ones of
+    /// its directory targets (undo: the previous files back, reload).
+    PushConfigs {
+        service: String,
+        name: String,
+        files: Vec<ConfigFile>,
+        remove: Vec<String>,
+        reload: Option<Reload>,
+    },
+    /// Tell the service to read its configs again; a failed reload fails the step.
+    ReloadService {
+        service: String,
+        name: String,
+        reload: Reload,
+    },
+    /// After a reload, `ready:` must pass.
+    AwaitReady {
+        service: String,
+        name: String,
+        gate: Gate,
+    },
     /// Back up a stateful service from its running container before the release changes it or
     /// a service depending on it (undo: nothing; the file is kept, also by a failed release).
     TakeSnapshot {
@@ -231,6 +262,10 @@ impl Action {
             Action::ConfigureProxy { .. } => "switch",
             Action::Verify { .. } => "verify",
             Action::Drain { .. } => "drain",
+            Action::SeedConfigs { .. } => "seed_configs",
+            Action::PushConfigs { .. } => "push_configs",
+            Action::ReloadService { .. } => "reload",
+            Action::AwaitReady { .. } => "ready",
             Action::TakeSnapshot { .. } => "snapshot",
             Action::RunJob { .. } => "job",
         }
@@ -250,7 +285,11 @@ impl Action {
             | Action::RemoveContainer { name, .. }
             | Action::SeedProxy { name, .. }
             | Action::ConfigureProxy { name, .. }
-            | Action::RunJob { name, .. } => name.clone(),
+            | Action::RunJob { name, .. }
+            | Action::SeedConfigs { name, .. }
+            | Action::PushConfigs { name, .. }
+            | Action::ReloadService { name, .. }
+            | Action::AwaitReady { name, .. } => name.clone(),
             Action::RenameContainer { from, to, .. } => format!("{from} -> {to}"),
             Action::Verify { verify, .. } => format!("127.0.0.1:{}{}", verify.port, verify.path),
             Action::Drain { proxy, .. } => proxy.clone(),
@@ -268,6 +307,10 @@ impl Action {
             | Action::AwaitHealthy { service, .. }
             | Action::RemoveContainer { service, .. }
             | Action::Verify { service, .. }
+            | Action::SeedConfigs { service, .. }
+            | Action::PushConfigs { service, .. }
+            | Action::ReloadService { service, .. }
+            | Action::AwaitReady { service, .. }
             | Action::TakeSnapshot { service, .. } => Some(service),
             Action::RunJob { service, .. } => service.as_deref(),
             _ => None,

@@ -366,6 +366,106 @@ pub struct ServiceSpec {
     /// service depending on it (see `docs/snapshots.md`).
     #[serde(default)]
     pub snapshot: Option<SnapshotSpec>,
+    /// Files or directories from the repo delivered into the running container (see
+    /// `crate::configs`): a change is pushed, reloaded and gated, never a recreate.
+    #[serde(default)]
+    pub configs: Vec<ConfigSpec>,
+    /// How the service is told its `configs:` changed.
+    #[serde(default)]
+    pub reload: Option<ReloadSpec>,
+    /// A probe that must pass after a reload (the `health:` shape).
+    #[serde(default)]
+    pub ready: Option<HealthGate>,
+}
+
+/// One entry of `configs:`: a file or directory of the repo, at the release's commit, and
+/// where it goes in the container.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSpec {
+    /// Relative to the directory holding release.yaml; a trailing `/` names a directory.
+    pub source: String,
+    /// Absolute path in the container; a directory source goes to a directory target.
+    pub target: String,
+    /// What the content is (validators pick their check by it); default from the extension.
+    #[serde(default)]
+    pub kind: Option<ConfigKind>,
+}
+
+impl ConfigSpec {
+    /// The declared kind, else the one the extension implies.
+    pub fn effective_kind(&self) -> ConfigKind {
+        self.kind
+            .unwrap_or_else(|| ConfigKind::from_path(&self.source))
+    }
+}
+
+/// What a config file is, so its validator knows how to read it.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfigKind {
+    Prometheus,
+    PrometheusRules,
+    Alertmanager,
+    GrafanaDashboards,
+    Yaml,
+    Json,
+    File,
+}
+
+impl ConfigKind {
+    /// `.yml`/`.yaml` → yaml, `.json` → json, anything else → file.
+    pub fn from_path(path: &str) -> ConfigKind {
+        let lower = path.trim_end_matches('/').to_ascii_lowercase();
+        if lower.ends_with(".yml") || lower.ends_with(".yaml") {
+            ConfigKind::Yaml
+        } else if lower.ends_with(".json") {
+            ConfigKind::Json
+        } else {
+            ConfigKind::File
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigKind::Prometheus => "prometheus",
+            ConfigKind::PrometheusRules => "prometheus-rules",
+            ConfigKind::Alertmanager => "alertmanager",
+            ConfigKind::GrafanaDashboards => "grafana-dashboards",
+            ConfigKind::Yaml => "yaml",
+            ConfigKind::Json => "json",
+            ConfigKind::File => "file",
+        }
+    }
+}
+
+/// `reload:`: exactly one of a signal to the container's main process or an HTTP request to
+/// the container.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadSpec {
+    #[serde(default)]
+    pub signal: Option<String>,
+    #[serde(default)]
+    pub http: Option<ReloadHttp>,
+    /// How long the reload (and its check) may take; default 30s.
+    #[serde(default)]
+    pub timeout: Option<DurationStr>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadHttp {
+    pub port: u16,
+    pub path: String,
+    #[serde(default = "default_reload_method")]
+    pub method: String,
+    #[serde(default = "default_http_expect")]
+    pub expect: u16,
+}
+
+fn default_reload_method() -> String {
+    "POST".to_string()
 }
 
 /// `snapshot:` on a service: a command run by exec in its running container, whose stdout is

@@ -87,6 +87,8 @@ pub enum RecordedEffect {
     },
     /// The files are in the step's `previous_files`.
     ProxyFilesReplaced,
+    /// A service's config files; they are in the step's `previous_files`.
+    ConfigFilesReplaced,
 }
 
 /// A proxy file's previous content.
@@ -195,6 +197,10 @@ impl JournalStep {
                 self.previous_files = Some(previous.iter().map(SavedFile::from_previous).collect());
                 RecordedEffect::ProxyFilesReplaced
             }
+            Effect::ConfigFilesReplaced(previous) => {
+                self.previous_files = Some(previous.iter().map(SavedFile::from_previous).collect());
+                RecordedEffect::ConfigFilesReplaced
+            }
         });
     }
 
@@ -226,6 +232,9 @@ impl JournalStep {
             (Some(RecordedEffect::ProxyFilesReplaced), _) => {
                 Ok(Effect::ProxyFilesReplaced(previous()?))
             }
+            (Some(RecordedEffect::ConfigFilesReplaced), _) => {
+                Ok(Effect::ConfigFilesReplaced(previous()?))
+            }
             // In flight. The planner stops only running containers: start it again (a no-op
             // if the stop never happened).
             (None, StepRef::StopContainer { .. }) => Ok(Effect::WasRunning(true)),
@@ -234,6 +243,7 @@ impl JournalStep {
             (None, StepRef::CreateVolume { .. }) => Ok(Effect::VolumeCreated(false)),
             // Writing the previous files again is harmless if the switch never happened.
             (None, StepRef::ConfigureProxy { .. }) => Ok(Effect::ProxyFilesReplaced(previous()?)),
+            (None, StepRef::PushConfigs { .. }) => Ok(Effect::ConfigFilesReplaced(previous()?)),
             (None, _) => Ok(Effect::Done),
         }
     }
@@ -462,6 +472,69 @@ mod tests {
                 content: None,
             },
         ]
+    }
+
+    #[test]
+    fn a_config_push_in_flight_or_done_is_undone_with_the_previous_files_and_its_reload() {
+        let reload = crate::desired::Reload {
+            how: crate::desired::ReloadHow::Signal {
+                signal: "SIGHUP".to_string(),
+            },
+            timeout: std::time::Duration::from_secs(30),
+            prometheus_metrics_port: Some(9090),
+        };
+        let plan = Plan {
+            release: "mon".to_string(),
+            revision: "abc".to_string(),
+            changes: Vec::new(),
+            steps: vec![Step {
+                action: Action::PushConfigs {
+                    service: "prometheus".to_string(),
+                    name: "mon-prometheus".to_string(),
+                    files: Vec::new(),
+                    remove: Vec::new(),
+                    reload: Some(reload.clone()),
+                },
+                reason: "test".to_string(),
+            }],
+            notes: Vec::new(),
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ReleaseDir::new(tmp.path(), "mon");
+        let journal = Journal::new(dir.clone());
+        journal.begin(&plan, None).unwrap();
+        journal.started(0, Some(&previous())).unwrap();
+        let file = read(&dir).unwrap().unwrap();
+        let undo_in_flight = crate::apply::undo_of(
+            &file.steps[0].step,
+            file.steps[0].effect_for_undo().unwrap(),
+        );
+        journal
+            .done(0, &Effect::ConfigFilesReplaced(previous()))
+            .unwrap();
+        let file = read(&dir).unwrap().unwrap();
+        assert_eq!(
+            file.steps[0].effect,
+            Some(RecordedEffect::ConfigFilesReplaced)
+        );
+        let undo_done = crate::apply::undo_of(
+            &file.steps[0].step,
+            file.steps[0].effect_for_undo().unwrap(),
+        );
+        for undo in [undo_in_flight, undo_done] {
+            match undo {
+                Some(crate::apply::Undo::RestoreConfigs {
+                    name,
+                    previous: p,
+                    reload: r,
+                }) => {
+                    assert_eq!(name, "mon-prometheus");
+                    assert_eq!(p, previous());
+                    assert_eq!(r, Some(reload.clone()));
+                }
+                other => panic!("expected the previous configs back, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -80,6 +80,24 @@ fn sim_step(live: &mut LiveState, action: &Action) -> Effect {
                 })
                 .collect(),
         ),
+        Action::PushConfigs {
+            name,
+            files,
+            remove,
+            ..
+        } => {
+            // The simulator keeps hashes as the files' content.
+            let held = live.config_files.get(name).cloned().unwrap_or_default();
+            Effect::ConfigFilesReplaced(
+                crate::configs::touched(files, remove)
+                    .into_iter()
+                    .map(|path| PreviousFile {
+                        content: held.get(&path).cloned().map(String::into_bytes),
+                        path,
+                    })
+                    .collect(),
+            )
+        }
         _ => Effect::Done,
     };
     {
@@ -210,6 +228,46 @@ fn sim_step(live: &mut LiveState, action: &Action) -> Effect {
             | Action::Drain { .. }
             | Action::TakeSnapshot { .. }
             | Action::RunJob { .. } => {}
+            Action::SeedConfigs { name, files, .. } => {
+                let c = live.containers.iter().find(|c| &c.name == name).unwrap();
+                assert_eq!(
+                    c.state,
+                    ContainerState::Created,
+                    "seeded a started container"
+                );
+                let held = live.config_files.entry(name.clone()).or_default();
+                for f in files {
+                    held.insert(f.path.clone(), f.sha256.clone());
+                }
+            }
+            Action::PushConfigs {
+                name,
+                files,
+                remove,
+                ..
+            } => {
+                let c = live.containers.iter().find(|c| &c.name == name).unwrap();
+                assert_eq!(
+                    c.state,
+                    ContainerState::Running,
+                    "pushed to a stopped container"
+                );
+                let held = live.config_files.entry(name.clone()).or_default();
+                for f in files {
+                    held.insert(f.path.clone(), f.sha256.clone());
+                }
+                for path in remove {
+                    held.remove(path);
+                }
+            }
+            Action::ReloadService { name, .. } | Action::AwaitReady { name, .. } => {
+                let c = live.containers.iter().find(|c| &c.name == name).unwrap();
+                assert_eq!(
+                    c.state,
+                    ContainerState::Running,
+                    "reload of a stopped container"
+                );
+            }
             Action::RemoveNetwork { name } => {
                 assert!(
                     !live.containers.iter().any(|c| c
@@ -244,6 +302,12 @@ fn sim_serving(live: &LiveState) -> Vec<String> {
 /// named `<release>-proxy`. The simulator keeps the files of a proxy container under any other
 /// name (moved aside) under `<container>\0<path>` keys, which the planner never looks up.
 fn sim_move_files(live: &mut LiveState, from: &str, to: &str) {
+    // Config files are kept by container name: they go where the container goes.
+    if let Some(files) = live.config_files.remove(from) {
+        if !to.is_empty() {
+            live.config_files.insert(to.to_string(), files);
+        }
+    }
     let proxy = format!("{}-proxy", live.release);
     let key_of = |name: &str, path: &str| {
         if name == proxy {
@@ -306,6 +370,17 @@ fn sim_undo(live: &mut LiveState, undo: &Undo) {
             sim_move_files(live, name, "");
         }
         Undo::RemoveJobContainer(_) => {}
+        Undo::RestoreConfigs { name, previous, .. } => {
+            let held = live.config_files.entry(name.clone()).or_default();
+            for f in previous {
+                match &f.content {
+                    Some(sha) => {
+                        held.insert(f.path.clone(), String::from_utf8_lossy(sha).into_owned())
+                    }
+                    None => held.remove(&f.path),
+                };
+            }
+        }
         Undo::RestoreProxy { previous, .. } => {
             for f in previous {
                 live.proxy_files.insert(
@@ -776,6 +851,7 @@ fn json_has_the_documented_fields() {
     assert_eq!(j["steps"][3]["action"], "create");
 }
 
+mod configs;
 mod jobs;
 mod properties;
 mod rolling;
