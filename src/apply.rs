@@ -302,6 +302,7 @@ impl StepRef {
             // Seeding is undone with the container; a reload with the push before it; a
             // ready probe changes nothing.
             Action::SeedConfigs { .. }
+            | Action::CheckConfigs { .. }
             | Action::ReloadService { .. }
             | Action::AwaitReady { .. } => StepRef::NothingToUndo,
             Action::PullImage { .. }
@@ -620,6 +621,16 @@ async fn run_step(
             period,
         } => {
             drain(engine, name, *period, cancel).await;
+            Ok(Effect::Done)
+        }
+        Action::CheckConfigs { image, files, .. } => {
+            let checked = configs::check(engine, &plan.release, image, files)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !checked.tools_absent.is_empty() {
+                tracing::info!(image = %image, absent = ?checked.tools_absent,
+                    "the image has no tool for these configs: structural checks only");
+            }
             Ok(Effect::Done)
         }
         Action::SeedConfigs { name, files, .. } => {

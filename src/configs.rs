@@ -25,6 +25,16 @@ const POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("image `{image}`: cannot run its config checks: {source}")]
+    CheckRun {
+        image: String,
+        #[source]
+        source: EngineError,
+    },
+
+    #[error(transparent)]
+    Refused(#[from] crate::validate::ConfigErrors),
+
     #[error("container `{container}`: cannot write `{path}`: {source}")]
     Write {
         container: String,
@@ -122,6 +132,38 @@ async fn read_back(
         }
     }
     Ok(found)
+}
+
+/// Runs the image's own tools (`promtool check config|rules`, `amtool check-config`) over a
+/// service's new files in a one-off container; every problem is reported, nothing on the host
+/// changes. An image without the tool passes on its structural checks alone.
+pub async fn check(
+    engine: &Engine,
+    release: &str,
+    image: &str,
+    files: &[ConfigFile],
+) -> Result<crate::validate::ServiceCheck, ConfigError> {
+    use crate::validate::{self, ConfigCheck};
+    let configs: Vec<(ConfigCheck, validate::ConfigFile)> = files
+        .iter()
+        .map(|f| {
+            (
+                ConfigCheck::from_kind(f.kind.as_str(), &f.source),
+                validate::ConfigFile {
+                    source: f.source.clone(),
+                    target: f.path.clone(),
+                    content: f.content.clone(),
+                },
+            )
+        })
+        .collect();
+    let outcome = validate::validate_service(engine, release, image, &configs, &BTreeMap::new())
+        .await
+        .map_err(|source| ConfigError::CheckRun {
+            image: image.to_string(),
+            source,
+        })?;
+    Ok(outcome.into_result()?)
 }
 
 /// Writes `files` into `container` (created or running).

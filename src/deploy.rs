@@ -175,9 +175,12 @@ pub async fn deploy(
         record_recovery(ctx, &dir, &report, &req.actor, &req.trigger.to_string());
         events.recovered(&report);
     }
-    // Job containers a crash left (the journal's undo removes the one in flight; this also
-    // catches one whose journal was lost).
+    // Job and config-check containers a crash left (the journal's undo removes a job in
+    // flight; this also catches one whose journal was lost).
     crate::job::clean_up(engine, &release).await;
+    if let Err(e) = crate::validate::remove_leftover_checks(engine, &release).await {
+        tracing::warn!(error = %e, "cannot list leftover config-check containers");
+    }
 
     let history = load_history(&dir)?;
     if req.kind == Kind::Deploy && !req.retry {

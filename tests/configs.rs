@@ -1,7 +1,9 @@
 //! `configs:` end to end with the real binary, a real git repo and a real Prometheus
 //! (reconciler-test/prometheus:1): a rule change reaches the running Prometheus without a
-//! restart, its TSDB keeps its series, and a config Prometheus rejects is rolled back (the
-//! previous files back and reloaded, the same container, the release failed with the reason).
+//! restart, its TSDB keeps its series, a broken rule is refused (by the structural checks, or
+//! by promtool in a one-off container) before anything changes, and a config Prometheus
+//! rejects at reload is rolled back (the previous files back and reloaded, the same container,
+//! the release failed with the reason).
 
 mod common;
 
@@ -35,6 +37,12 @@ pub struct Host {
     pub reload: &'static str,
     /// The `ready:` value.
     pub ready: &'static str,
+    /// The `kind:` of prometheus.yml and of the rules directory (`file` skips every validator;
+    /// a `prometheus` config alone makes promtool check the rules it loads).
+    pub config_kind: &'static str,
+    pub rules_kind: &'static str,
+    /// monitoring/prometheus.yml.
+    pub prometheus_yml: String,
 }
 
 impl Host {
@@ -47,6 +55,9 @@ impl Host {
             port: free_port(),
             reload: "{ http: { port: 9090, path: /-/reload, method: POST } }",
             ready: "{ http: { port: 9090, path: /-/ready }, interval: 200ms, deadline: 30s }",
+            config_kind: "prometheus",
+            rules_kind: "prometheus-rules",
+            prometheus_yml: PROMETHEUS_YML.to_string(),
         }
     }
 
@@ -65,8 +76,8 @@ services:
     stop_grace_period: 5s
     health: {{ http: {{ port: 9090, path: /-/ready }}, interval: 200ms, deadline: 60s }}
     configs:
-      - {{ source: monitoring/prometheus.yml, target: /etc/prometheus/prometheus.yml, kind: prometheus }}
-      - {{ source: monitoring/rules/, target: /etc/prometheus/rules/, kind: prometheus-rules }}
+      - {{ source: monitoring/prometheus.yml, target: /etc/prometheus/prometheus.yml, kind: {config_kind} }}
+      - {{ source: monitoring/rules/, target: /etc/prometheus/rules/, kind: {rules_kind} }}
     reload: {reload}
     ready: {ready}
 "#,
@@ -74,12 +85,14 @@ services:
             port = self.port,
             reload = self.reload,
             ready = self.ready,
+            config_kind = self.config_kind,
+            rules_kind = self.rules_kind,
         );
         let dir = self.repo.path.join("monitoring/rules");
         let _ = std::fs::remove_dir_all(&dir);
         self.repo
             .write("release.yaml", &spec)
-            .write("monitoring/prometheus.yml", PROMETHEUS_YML);
+            .write("monitoring/prometheus.yml", &self.prometheus_yml);
         for (name, content) in rules {
             self.repo
                 .write(&format!("monitoring/rules/{name}"), content);
@@ -257,6 +270,80 @@ fn a_rule_change_reaches_running_prometheus_without_a_restart_and_keeps_its_data
     assert_eq!(inspect(&name, "{{.Id}}"), id);
 }
 
+/// A rule that parses as YAML and fits the rules schema but is not PromQL: promtool, run in a
+/// one-off container of the service's image, refuses it, and nothing on the host changes.
+#[test]
+fn a_broken_rule_is_refused_by_promtool_before_anything_changes() {
+    let host = Host::new("configs-promtool");
+    host.commit(&[("a.yml", rule("test:up:good", "up"))]);
+    let out = host.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let name = host.container();
+    let (id, started) = (inspect(&name, "{{.Id}}"), started_at(&name));
+    let good = host.file("/etc/prometheus/rules/a.yml");
+
+    host.commit(&[("a.yml", rule("test:up:bad", "\"up((\""))]);
+    let since = instant();
+    let out = host.run(&["apply"]);
+    let until = instant();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("monitoring/rules/a.yml")
+            && stderr.contains("promtool check")
+            && stderr.contains("unclosed left parenthesis"),
+        "{}",
+        show(&out)
+    );
+    let last = host.history().last().cloned().expect("a history entry");
+    assert_eq!(
+        last["failure"]["step"]["action"], "check_configs",
+        "{last:#}"
+    );
+    assert_eq!(
+        mutating_events(&host.release.name, since, until),
+        Vec::<String>::new(),
+        "the release's containers were touched"
+    );
+    assert_eq!(inspect(&name, "{{.Id}}"), id);
+    assert_eq!(started_at(&name), started);
+    assert_eq!(host.file("/etc/prometheus/rules/a.yml"), good);
+    assert!(host.rules_api().contains("test:up:good"));
+    // The one-off check container is gone.
+    let left = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=io.reconciler.check-release={}", host.release.name),
+    ])
+    .unwrap_or_default();
+    assert_eq!(left.trim(), "", "a check container was left");
+}
+
+/// A rule file without `expr` fails the structural check when the spec is resolved: `validate`
+/// and `apply` name the file and the fix, without Docker being touched.
+#[test]
+fn a_rule_without_expr_is_refused_when_the_spec_is_resolved() {
+    let host = Host::new("configs-schema");
+    host.commit(&[(
+        "a.yml",
+        "groups:\n  - name: test\n    rules:\n      - record: test:up\n".to_string(),
+    )]);
+    for command in ["validate", "apply"] {
+        let out = host.run(&[command]);
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", show(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("services.prometheus.configs.1.source")
+                && stderr.contains("monitoring/rules/a.yml")
+                && stderr.contains("expr"),
+            "{command}: {}",
+            show(&out)
+        );
+    }
+    assert!(!common::docker::container_exists(&host.container()));
+}
+
 #[test]
 fn a_ready_probe_that_fails_after_the_reload_rolls_the_files_back() {
     let mut host = Host::new("configs-ready");
@@ -287,7 +374,10 @@ fn a_ready_probe_that_fails_after_the_reload_rolls_the_files_back() {
 
 #[test]
 fn a_rejected_config_is_rolled_back_in_the_same_container() {
-    let host = Host::new("configs-bad");
+    let mut host = Host::new("configs-bad");
+    // `kind: file`: no validator runs, so the broken rule reaches Prometheus' reload.
+    host.config_kind = "file";
+    host.rules_kind = "file";
     host.commit(&[("a.yml", rule("test:up:good", "up"))]);
     let out = host.run(&["apply"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
@@ -338,6 +428,9 @@ fn a_rejected_config_is_rolled_back_in_the_same_container() {
 fn a_sighup_reload_is_checked_through_prometheus_metrics() {
     let mut host = Host::new("configs-hup");
     host.reload = "{ signal: SIGHUP }";
+    // prometheus.yml unchecked (`kind: file`), so the broken one below reaches Prometheus; the
+    // rules keep their kind, which turns on the reload check through Prometheus' metrics.
+    host.config_kind = "file";
     host.commit(&[("a.yml", rule("test:up:one", "up"))]);
     let out = host.run(&["apply"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
@@ -348,7 +441,13 @@ fn a_sighup_reload_is_checked_through_prometheus_metrics() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(host.rules_api().contains("test:up:two"));
 
-    host.commit(&[("a.yml", rule("test:up:bad", "\"up((\""))]);
+    // A scrape timeout longer than its interval: Prometheus refuses the file at its reload.
+    host.prometheus_yml = PROMETHEUS_YML.replace(
+        "  - job_name: prometheus\n",
+        "  - job_name: prometheus\n    scrape_interval: 1s\n    scrape_timeout: 5s\n",
+    );
+    assert_ne!(host.prometheus_yml, PROMETHEUS_YML);
+    host.commit(&[("a.yml", rule("test:up:two", "up"))]);
     let out = host.run(&["apply"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let last = host.history().last().cloned().expect("a history entry");
@@ -371,12 +470,12 @@ fn a_push_killed_midway_is_put_back_from_the_journal() {
     let out = host.run(&["apply"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
 
-    // Killed after the push (step 0) ran, before it was recorded as done.
+    // Killed after the push (step 1, after the tool check) ran, before it was recorded as done.
     host.commit(&[("a.yml", rule("test:up:new", "up"))]);
     let marker = host.state.path().join("paused");
     let mut child = host
         .command(&["apply"])
-        .env("RECONCILER_TEST_PAUSE_AT", "0:after")
+        .env("RECONCILER_TEST_PAUSE_AT", "1:after")
         .env("RECONCILER_TEST_PAUSE_MARKER", &marker)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -408,7 +507,7 @@ fn a_push_killed_midway_is_put_back_from_the_journal() {
         .map(|e| e.to_string())
         .collect();
     assert!(errors.is_empty(), "{errors:?}\n{journal:#}");
-    let step = &journal["steps"][0];
+    let step = &journal["steps"][1];
     assert_eq!(step["step"]["op"], "push_configs", "{journal:#}");
     assert_eq!(
         step["previous_files"][0]["path"],

@@ -2,8 +2,8 @@
 //! blue-green web service behind nginx under load:
 //! (a) a `before` migration that succeeds changes the schema;
 //! (b) one that fails fails the release before any switch: zero failed requests, the old color
-//!     keeps serving, history names the job and keeps its output tail, with the secret value
-//!     it printed redacted;
+//!     keeps serving, the database snapshot taken before the job is kept and verifies, history
+//!     names the job and keeps its output tail, with the secret value it printed redacted;
 //! (c) one that hangs is killed at its timeout.
 //! After each, no job container is left.
 
@@ -57,6 +57,7 @@ services:
     networks: [backend]
     secrets: {{ POSTGRES_PASSWORD: {{ env: JOBS_TEST_PG_PASSWORD }} }}
     health: {{ exec: {{ command: ["pg_isready", "-h", "127.0.0.1", "-U", "postgres"] }}, interval: 500ms, deadline: 60s }}
+    snapshot: {{ exec: ["pg_dump", "-Fc", "-U", "postgres", "postgres"], format: postgres-custom }}
   web:
     image: reconciler-test/app:{version}
     strategy: blue-green
@@ -279,6 +280,30 @@ fn migrations_gate_a_blue_green_release_against_postgres() {
         .unwrap_or_default();
     assert!(!steps.contains(&"switch"), "{steps:?}");
     assert_eq!(host.job_containers(), "", "(b) a job container is left");
+    // The snapshot taken before the migration is kept by the failed release, and verifies
+    // (sha256 and `pg_restore --list`).
+    let snapshot = &entry["snapshots"][0];
+    assert_eq!(snapshot["service"], "db", "{entry:#}");
+    let file = host
+        .state
+        .path()
+        .join("releases")
+        .join(&host.release.name)
+        .join(snapshot["file"].as_str().unwrap_or_default());
+    assert_eq!(
+        std::fs::metadata(&file).map(|m| m.len()).ok(),
+        snapshot["size"].as_u64(),
+        "{}",
+        file.display()
+    );
+    let id = snapshot["id"].as_str().unwrap_or_default();
+    let verify = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(["snapshots", "verify", id, "--release", &host.release.name])
+        .arg("--state-dir")
+        .arg(host.state.path())
+        .output()
+        .expect("reconciler runs");
+    assert_eq!(verify.status.code(), Some(0), "{}", show(&verify));
 
     // (c) A migration that hangs is killed at its timeout; the release fails the same way.
     let out = host.apply("v3", "SELECT pg_sleep(600)", "3s");

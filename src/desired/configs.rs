@@ -168,6 +168,10 @@ pub fn resolve_configs(
         return Err(errors);
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
+    let problems = structure_problems(name, svc, &files);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
     let ready = svc.ready.as_ref().map(ready_gate);
     let prometheus = svc.configs.iter().any(|c| {
         matches!(
@@ -226,4 +230,44 @@ fn ready_gate(health: &HealthGate) -> Gate {
         timeout: duration(&health.timeout, defaults::HEALTH_TIMEOUT),
         deadline: duration(&health.deadline, defaults::HEALTH_DEADLINE),
     }
+}
+
+/// The structural checks of every file (parse, JSON Schema, dashboards as one set), before the
+/// deploy touches anything: a broken config fails `validate`, `diff` and `apply` alike. The
+/// image's own tools run later, as the plan's first step after the pulls.
+fn structure_problems(name: &str, svc: &ServiceSpec, files: &[ConfigFile]) -> Vec<ResolveError> {
+    use crate::validate::{self, ConfigCheck};
+    let mut by_check: Vec<(ConfigCheck, Vec<validate::ConfigFile>)> = Vec::new();
+    for f in files {
+        let check = ConfigCheck::from_kind(f.kind.as_str(), &f.source);
+        let file = validate::ConfigFile {
+            source: f.source.clone(),
+            target: f.path.clone(),
+            content: f.content.clone(),
+        };
+        match by_check.iter_mut().find(|(c, _)| *c == check) {
+            Some((_, group)) => group.push(file),
+            None => by_check.push((check, vec![file])),
+        }
+    }
+    // The entry a file came from, for the error's path in release.yaml.
+    let entry_of = |source: &str| {
+        svc.configs.iter().position(|c| {
+            let declared = c.source.strip_prefix("./").unwrap_or(&c.source);
+            let declared = declared.trim_end_matches('/');
+            source == declared || source.starts_with(&format!("{declared}/"))
+        })
+    };
+    by_check
+        .iter()
+        .flat_map(|(check, group)| validate::check_structure(*check, group))
+        .map(|p| ResolveError {
+            path: match entry_of(&p.file) {
+                Some(i) => format!("services.{name}.configs.{i}.source"),
+                None => format!("services.{name}.configs"),
+            },
+            message: p.located_message(),
+            fix: p.fix.clone(),
+        })
+        .collect()
 }

@@ -380,6 +380,8 @@ pub fn plan(desired: &DesiredRelease, live: &LiveState) -> Result<Plan, PlanErro
         }
     }
 
+    let checks = super::configs::checks(desired, &b.main);
+    b.pulls.extend(checks);
     let (snapshots, notes) = super::snapshot::snapshot_steps(desired, live, &b.changes);
     b.main.splice(snapshots_at..snapshots_at, snapshots);
     b.notes.extend(notes);

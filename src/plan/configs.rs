@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 
 use crate::desired::configs::short;
-use crate::desired::DesiredService;
+use crate::desired::{DesiredRelease, DesiredService};
 use crate::live::LiveState;
+use crate::spec::model::ConfigKind;
 
 use super::build::{field, Builder};
-use super::{Action, Change, ChangeAction, FieldChange, ObjectKind};
+use super::{Action, Change, ChangeAction, FieldChange, ObjectKind, Step};
 
 /// After `svc`'s container `name` is created: its files, before it starts.
 pub(super) fn seed(b: &mut Builder, svc: &DesiredService, name: &str) {
@@ -113,4 +114,45 @@ pub(super) fn update(b: &mut Builder, svc: &DesiredService, name: &str, live: &L
             format!("{} must be ready after the reload", svc.name),
         );
     }
+}
+
+/// One tool check per service whose files the plan delivers (seeded or pushed), to run after
+/// the pulls (the tools are in the service's image) and before anything changes.
+pub(super) fn checks(desired: &DesiredRelease, main: &[Step]) -> Vec<Step> {
+    let delivers = |service: &str| {
+        main.iter().any(|s| {
+            matches!(&s.action,
+                Action::SeedConfigs { service: x, .. } | Action::PushConfigs { service: x, .. }
+                    if x == service)
+        })
+    };
+    desired
+        .services
+        .iter()
+        .filter(|svc| delivers(&svc.name))
+        .filter_map(|svc| {
+            let configs = svc.configs.as_ref()?;
+            // Only kinds an image tool checks; the structure of the rest was checked already.
+            let tool_checked = configs.files.iter().any(|f| {
+                matches!(
+                    f.kind,
+                    ConfigKind::Prometheus | ConfigKind::PrometheusRules | ConfigKind::Alertmanager
+                )
+            });
+            if !tool_checked {
+                return None;
+            }
+            Some(Step {
+                action: Action::CheckConfigs {
+                    service: svc.name.clone(),
+                    image: svc.container.image.clone(),
+                    files: configs.files.clone(),
+                },
+                reason: format!(
+                    "{}: its configs pass the image's own checks before anything changes",
+                    svc.name
+                ),
+            })
+        })
+        .collect()
 }

@@ -37,6 +37,7 @@ pub(super) fn prelude_end(steps: &[Step]) -> usize {
                     | Action::CreateNetwork { .. }
                     | Action::CreateVolume { .. }
                     | Action::TakeSnapshot { .. }
+                    | Action::CheckConfigs { .. }
             )
         })
         .unwrap_or(steps.len())

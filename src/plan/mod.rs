@@ -187,6 +187,14 @@ pub enum Action {
     RemoveNetwork {
         name: String,
     },
+    /// Check a service's new configs with the tools of its image (`promtool`, `amtool`) in a
+    /// one-off container, after the pulls and before anything on the host changes. Their
+    /// structure was checked when the spec was resolved.
+    CheckConfigs {
+        service: String,
+        image: String,
+        files: Vec<ConfigFile>,
+    },
     /// Write a service's `configs:` into its new container before its first start (undone
     /// with the container).
     SeedConfigs {
@@ -262,6 +270,7 @@ impl Action {
             Action::ConfigureProxy { .. } => "switch",
             Action::Verify { .. } => "verify",
             Action::Drain { .. } => "drain",
+            Action::CheckConfigs { .. } => "check_configs",
             Action::SeedConfigs { .. } => "seed_configs",
             Action::PushConfigs { .. } => "push_configs",
             Action::ReloadService { .. } => "reload",
@@ -294,6 +303,7 @@ impl Action {
             Action::Verify { verify, .. } => format!("127.0.0.1:{}{}", verify.port, verify.path),
             Action::Drain { proxy, .. } => proxy.clone(),
             Action::TakeSnapshot { container, .. } => container.clone(),
+            Action::CheckConfigs { image, .. } => image.clone(),
         }
     }
 
@@ -307,6 +317,7 @@ impl Action {
             | Action::AwaitHealthy { service, .. }
             | Action::RemoveContainer { service, .. }
             | Action::Verify { service, .. }
+            | Action::CheckConfigs { service, .. }
             | Action::SeedConfigs { service, .. }
             | Action::PushConfigs { service, .. }
             | Action::ReloadService { service, .. }

@@ -119,20 +119,28 @@ impl ConfigProblem {
     }
 }
 
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.file)?;
+impl ConfigProblem {
+    /// `file:line:col: path: [tool says: ]message`, without the fix.
+    pub fn located_message(&self) -> String {
+        let mut out = self.file.clone();
         if let Some((line, column)) = self.at {
-            write!(f, ":{line}:{column}")?;
+            out.push_str(&format!(":{line}:{column}"));
         }
-        f.write_str(": ")?;
+        out.push_str(": ");
         if let Some(path) = &self.path {
-            write!(f, "{path}: ")?;
+            out.push_str(&format!("{path}: "));
         }
         if let Some(tool) = &self.tool {
-            write!(f, "{tool} says: ")?;
+            out.push_str(&format!("{tool} says: "));
         }
-        write!(f, "{} (fix: {})", self.message, self.fix)
+        out.push_str(&self.message);
+        out
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (fix: {})", self.located_message(), self.fix)
     }
 }
 

@@ -227,6 +227,7 @@ fn sim_step(live: &mut LiveState, action: &Action) -> Effect {
             Action::Verify { .. }
             | Action::Drain { .. }
             | Action::TakeSnapshot { .. }
+            | Action::CheckConfigs { .. }
             | Action::RunJob { .. } => {}
             Action::SeedConfigs { name, files, .. } => {
                 let c = live.containers.iter().find(|c| &c.name == name).unwrap();
