@@ -119,9 +119,16 @@ impl Stack {
         stack
     }
 
+    /// `reconciler COMMAND --repo ...` (`snapshots verify` takes `--release` instead).
     fn reconciler(&self, command: &str) -> Output {
+        let url = self.repo.url();
+        let target = match command {
+            "snapshots verify" => ["--release", self.release.name.as_str()],
+            _ => ["--repo", url.as_str()],
+        };
         let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
-            .args([command, "--repo", &self.repo.url()])
+            .args(command.split(' '))
+            .args(target)
             .arg("--state-dir")
             .arg(self.state.path())
             .env("RECONCILER_LOG", "info")
@@ -200,6 +207,27 @@ impl Stack {
             .collect()
     }
 
+    /// Services whose snapshot the last deploy took, with the file's size.
+    fn last_snapshots(&self) -> Vec<(String, u64)> {
+        let entry = self.last_deploy();
+        let dir = self.state.path().join("releases").join(&self.release.name);
+        entry["snapshots"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| {
+                let file = dir.join(s["file"].as_str().unwrap_or_default());
+                let on_disk = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                assert_eq!(Some(on_disk), s["size"].as_u64(), "{}", file.display());
+                (
+                    s["service"].as_str().unwrap_or_default().to_string(),
+                    on_disk,
+                )
+            })
+            .collect()
+    }
+
     fn body(&self, port: u16, path: &str) -> Result<String, String> {
         match get(port, path)? {
             (200, body) => Ok(body),
@@ -261,6 +289,11 @@ fn the_stack_example_converges_migrates_reloads_and_rolls_out() {
     assert_eq!(
         stack.last_jobs(),
         [job("api/migrate", "before"), job("release/smoke", "after")]
+    );
+    assert_eq!(
+        stack.last_snapshots(),
+        [],
+        "nothing to back up before the first start"
     );
     assert_eq!(stack.body(stack.proxy, "/version").as_deref(), Ok("v1"));
     assert_eq!(
@@ -334,14 +367,20 @@ fn the_stack_example_converges_migrates_reloads_and_rolls_out() {
     stack.apply();
     assert_eq!(stack.last_jobs(), [job("release/smoke", "after")]);
     assert_eq!(
+        stack.last_snapshots(),
+        [],
+        "postgres and its dependents did not change"
+    );
+    assert_eq!(
         inspect(&stack.release.obj("prometheus"), "{{.Id}}"),
         prometheus_id,
         "a rule change recreated Prometheus"
     );
     stack.wait_for_rules(&["StackApiDown", "StackTargetDown"]);
 
-    // api v1 -> v2: the migration runs again before the new color (jobs run when their service
-    // changes); its SQL is idempotent, so the schema is as it was.
+    // api v1 -> v2: postgres is backed up (api depends on it), then the migration runs again
+    // before the new color (jobs run when their service changes); its SQL is idempotent, so the
+    // schema is as it was.
     stack.edit_release(
         "  api:\n    image: reconciler-test/app:v1",
         "  api:\n    image: reconciler-test/app:v2",
@@ -354,6 +393,17 @@ fn the_stack_example_converges_migrates_reloads_and_rolls_out() {
     );
     assert_eq!(stack.body(stack.proxy, "/version").as_deref(), Ok("v2"));
     assert_eq!(stack.psql("SELECT count(*) FROM schema_migrations"), "1");
+    let snapshots = stack.last_snapshots();
+    assert!(
+        matches!(snapshots.as_slice(), [(service, size)] if service == "postgres" && *size > 0),
+        "one snapshot of postgres: {snapshots:?}"
+    );
+    let verify = stack.reconciler("snapshots verify");
+    assert!(
+        verify.status.success(),
+        "snapshots verify:\n{}",
+        show(&verify)
+    );
     assert_eq!(
         inspect(&stack.release.obj("worker"), "{{.Config.Image}}"),
         "reconciler-test/app:v1",
