@@ -319,7 +319,18 @@ impl Host {
             .output()
             .expect("reconciler history runs");
         assert_eq!(out.status.code(), Some(0), "history: {}", show(&out));
-        serde_json::from_slice(&out.stdout).expect("history --output json prints JSON")
+        let history: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("history --output json prints JSON");
+        // Recovery entries too (a torn journal's included) match the published schema.
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../schemas/history.schema.json")).expect("schema");
+        let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+        let errors: Vec<String> = validator
+            .iter_errors(&history)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}\n{history:#}");
+        history
     }
 
     /// Every container of the release: (name, image, running).
