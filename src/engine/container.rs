@@ -12,6 +12,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, KillContainerOptions, ListContainersOptions,
     RemoveContainerOptions, RenameContainerOptions, StartContainerOptions, StopContainerOptions,
+    TopOptions,
 };
 use futures_util::StreamExt;
 
@@ -505,6 +506,37 @@ impl Engine {
             .remove_container(name, Some(options))
             .await
             .map_err(op_error("remove", Container, name))
+    }
+
+    /// The container's processes as the engine's `top` endpoint lists them, one `pid args` line
+    /// each (host pids). The engine runs `ps` on its own host, so no process starts in the
+    /// container: one request instead of an exec's four.
+    pub async fn top(&self, name: &str) -> Result<String, EngineError> {
+        let options = TopOptions {
+            ps_args: "-o pid,args".to_string(),
+        };
+        let reply = self
+            .docker
+            .top_processes(name, Some(options))
+            .await
+            .map_err(op_error("list processes of", Container, name))?;
+        let titles = reply.titles.unwrap_or_default();
+        let col = |t: &str| titles.iter().position(|x| x == t);
+        let (Some(pid), Some(args)) = (col("PID"), col("COMMAND").or_else(|| col("CMD"))) else {
+            return Err(EngineError::Operation {
+                op: "list processes of",
+                kind: Container,
+                name: name.to_string(),
+                reason: format!("unexpected columns {titles:?}"),
+            });
+        };
+        let mut out = String::new();
+        for row in reply.processes.unwrap_or_default() {
+            if let (Some(p), Some(a)) = (row.get(pid), row.get(args)) {
+                out.push_str(&format!("{p} {a}\n"));
+            }
+        }
+        Ok(out)
     }
 
     /// Runs `command` (argv, never a shell string) in a running container; returns its exit

@@ -3,9 +3,10 @@
 //! Reload is always SIGHUP to the master, never a restart: the master re-reads its config,
 //! starts new workers and tells the old ones to finish their in-flight requests and exit
 //! ("worker process is shutting down"). We confirm the reload by watching the worker PIDs
-//! change, listed in the container with `ps` (procps or busybox) or from /proc with `sh`; an
-//! image with none of those still reloads, only unconfirmed (the caller's verify probe through
-//! the proxy then tells).
+//! change, listed by the engine's `top` endpoint (one request, nothing run in the container),
+//! else in the container with `ps` (procps or busybox) or from /proc with `sh`; an image with
+//! none of those still reloads, only unconfirmed (the caller's verify probe through the proxy
+//! then tells).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -97,13 +98,47 @@ fn parse_ps(output: &str) -> Option<NginxProcesses> {
     master.then_some(procs)
 }
 
-/// Runs one `ps` invocation; `None` when it is missing or its output is not usable.
+/// How nginx's processes are listed: the engine's `top` (pids of the host), or one of
+/// [`PS_COMMANDS`] run in the container (pids of the container). One listing is used for
+/// all the looks of one reload, so the pids compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lister {
+    Top,
+    Exec(usize),
+}
+
+const LISTERS: [Lister; 5] = [
+    Lister::Top,
+    Lister::Exec(0),
+    Lister::Exec(1),
+    Lister::Exec(2),
+    Lister::Exec(3),
+];
+
+/// Lists nginx's processes one way; `None` when that way is missing or its output is not
+/// usable.
 async fn ps_with(
     engine: &Engine,
     container: &str,
-    argv: &[&str],
+    lister: Lister,
 ) -> Result<Option<NginxProcesses>, ProxyError> {
-    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+    let argv: Vec<String> = match lister {
+        Lister::Top => {
+            return match engine.top(container).await {
+                Ok(listing) => Ok(parse_ps(&listing)),
+                Err(source @ EngineError::NotFound { .. }) => Err(ProxyError::Processes {
+                    container: container.to_string(),
+                    source,
+                }),
+                // An engine whose host has no `ps` answers 500: the exec listings remain.
+                Err(e) => {
+                    tracing::debug!(container, error = %e, "the engine's top is not usable");
+                    Ok(None)
+                }
+            };
+        }
+        Lister::Exec(i) => PS_COMMANDS[i].iter().map(|s| s.to_string()).collect(),
+    };
     match engine.exec(container, &argv, PS_TIMEOUT).await {
         Ok(out) if out.exit_code == 0 => Ok(parse_ps(&out.output)),
         Ok(_) => Ok(None),
@@ -123,32 +158,33 @@ async fn ps_with(
 /// costs tens of milliseconds, and a switch lists processes many times (before the reload,
 /// while confirming it, while draining), so the search is done once per container. A stale
 /// entry (the container was recreated from another image) only costs one failed try.
-static WORKING_PS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, usize>>> =
-    std::sync::LazyLock::new(Default::default);
+static WORKING_PS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, Lister>>,
+> = std::sync::LazyLock::new(Default::default);
 
-/// Finds a `ps` that works in this container: its index in [`PS_COMMANDS`] and what it saw.
+/// Finds a listing that works for this container, and what it saw.
 async fn find_ps(
     engine: &Engine,
     container: &str,
-) -> Result<Option<(usize, NginxProcesses)>, ProxyError> {
+) -> Result<Option<(Lister, NginxProcesses)>, ProxyError> {
     let known = WORKING_PS
         .lock()
         .ok()
         .and_then(|m| m.get(container).copied());
-    if let Some(i) = known {
-        if let Some(procs) = ps_with(engine, container, PS_COMMANDS[i]).await? {
-            return Ok(Some((i, procs)));
+    if let Some(lister) = known {
+        if let Some(procs) = ps_with(engine, container, lister).await? {
+            return Ok(Some((lister, procs)));
         }
     }
-    for (i, argv) in PS_COMMANDS.iter().enumerate() {
-        if Some(i) == known {
+    for lister in LISTERS {
+        if Some(lister) == known {
             continue;
         }
-        if let Some(procs) = ps_with(engine, container, argv).await? {
+        if let Some(procs) = ps_with(engine, container, lister).await? {
             if let Ok(mut m) = WORKING_PS.lock() {
-                m.insert(container.to_string(), i);
+                m.insert(container.to_string(), lister);
             }
-            return Ok(Some((i, procs)));
+            return Ok(Some((lister, procs)));
         }
     }
     Ok(None)
@@ -231,7 +267,7 @@ async fn signal_and_wait(engine: &Engine, container: &str) -> Result<Reloaded, P
         .copied()
         .collect();
     loop {
-        if let Some(now) = ps_with(engine, container, PS_COMMANDS[ps]).await? {
+        if let Some(now) = ps_with(engine, container, ps).await? {
             let fresh = now.workers.iter().any(|pid| !known.contains(pid));
             let stale = now.workers.iter().any(|pid| before.workers.contains(pid));
             if fresh && !stale {
