@@ -548,6 +548,10 @@ async fn run_step(
     }
 }
 
+/// Between two counts of nginx's old workers while draining: a count is one engine request
+/// (its `top`), and the release waits for the last old worker to go.
+const DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Waits until nginx has no old workers left (they exit once their in-flight requests are
 /// done), at most `period`; without a way to count them, the whole period.
 async fn drain(
@@ -578,7 +582,7 @@ async fn drain(
             return;
         }
         tokio::select! {
-            () = tokio::time::sleep(remaining.min(std::time::Duration::from_millis(200))) => {}
+            () = tokio::time::sleep(remaining.min(DRAIN_POLL)) => {}
             () = cancel.cancelled() => return,
         }
     }
