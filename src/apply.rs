@@ -439,11 +439,13 @@ pub fn commit_point(plan: &Plan) -> Option<usize> {
     plan.steps.iter().position(|s| is_final(&s.action))
 }
 
-/// Runs one reversible step; returns its inverse, if it has one.
+/// Runs one reversible step; returns its inverse, if it has one. `previous`: for a switch, the
+/// proxy files as the journal recorded them just before.
 async fn run_step(
     engine: &Engine,
     plan: &Plan,
     action: &Action,
+    previous: Option<Vec<proxy::PreviousFile>>,
     cancel: &CancellationToken,
 ) -> Result<Effect, String> {
     let err = |e: crate::engine::EngineError| e.to_string();
@@ -527,9 +529,11 @@ async fn run_step(
             Ok(Effect::Done)
         }
         Action::ConfigureProxy { name, files } => {
-            let previous = proxy::install(engine, name, files)
-                .await
-                .map_err(|e| e.to_string())?;
+            let installed = match previous {
+                Some(previous) => proxy::install_over(engine, name, files, previous).await,
+                None => proxy::install(engine, name, files).await,
+            };
+            let previous = installed.map_err(|e| e.to_string())?;
             Ok(Effect::ProxyFilesReplaced(previous))
         }
         Action::Verify { service, verify } => {
@@ -613,14 +617,15 @@ async fn roll_back(engine: &Engine, journal: Option<&Journal>, undo: Vec<Undo>) 
 
 /// Records in the journal that step `index` is about to run. A switch also records the proxy
 /// files it is about to replace: if the process dies during the switch, recovery puts them back.
+/// Returns those files, so that the switch does not read them again.
 async fn record_started(
     engine: &Engine,
     journal: Option<&Journal>,
     index: usize,
     action: &Action,
-) -> Result<(), String> {
+) -> Result<Option<Vec<proxy::PreviousFile>>, String> {
     let Some(journal) = journal else {
-        return Ok(());
+        return Ok(None);
     };
     let previous = match action {
         Action::ConfigureProxy { name, files } => {
@@ -635,7 +640,8 @@ async fn record_started(
     };
     journal
         .started(index, previous.as_deref())
-        .map_err(|e| format!("cannot record the step in the journal: {e}"))
+        .map_err(|e| format!("cannot record the step in the journal: {e}"))?;
+    Ok(previous)
 }
 
 /// Executes `plan.steps` in order against `engine`.
@@ -686,9 +692,9 @@ pub async fn apply(
         let started = Instant::now();
         tracing::info!(parent: &span, reason = %step.reason, "step started");
         let result = match record_started(engine, journal, index, action).await {
-            Ok(()) => {
+            Ok(previous) => {
                 maybe_pause(&opts.pause_at, index, false).await;
-                run_step(engine, plan, action, &opts.cancel)
+                run_step(engine, plan, action, previous, &opts.cancel)
                     .instrument(span.clone())
                     .await
             }

@@ -355,15 +355,20 @@ pub async fn read_files(
     Ok(previous)
 }
 
-/// The shared body of `install` and `restore`: read what is there, write the wanted content,
-/// test, reload; on any failure put everything back as it was.
+/// The shared body of `install` and `restore`: write the wanted content over `previous` (what
+/// is there now, path for path; read here when it does not match `wanted`), test, reload; on
+/// any failure put everything back as it was.
 async fn replace(
     engine: &Engine,
     container: &str,
     wanted: &[(String, Option<Vec<u8>>)],
+    previous: Option<Vec<PreviousFile>>,
 ) -> Result<Vec<PreviousFile>, ProxyError> {
     let paths: Vec<String> = wanted.iter().map(|(p, _)| p.clone()).collect();
-    let previous = read_files(engine, container, &paths).await?;
+    let previous = match previous {
+        Some(previous) if previous.iter().map(|p| &p.path).eq(paths.iter()) => previous,
+        _ => read_files(engine, container, &paths).await?,
+    };
 
     for (i, (path, content)) in wanted.iter().enumerate() {
         if let Err(source) = put(engine, container, path, content.as_deref()).await {
@@ -403,11 +408,25 @@ pub async fn install(
     container: &str,
     files: &[ProxyFile],
 ) -> Result<Vec<PreviousFile>, ProxyError> {
-    let wanted: Vec<(String, Option<Vec<u8>>)> = files
+    replace(engine, container, &wanted(files), None).await
+}
+
+/// [`install`] over `previous`, the files as [`read_files`] returned them just before (the
+/// journal records them before the switch starts): read once per switch, not twice.
+pub async fn install_over(
+    engine: &Engine,
+    container: &str,
+    files: &[ProxyFile],
+    previous: Vec<PreviousFile>,
+) -> Result<Vec<PreviousFile>, ProxyError> {
+    replace(engine, container, &wanted(files), Some(previous)).await
+}
+
+fn wanted(files: &[ProxyFile]) -> Vec<(String, Option<Vec<u8>>)> {
+    files
         .iter()
         .map(|f| (f.path.clone(), Some(f.content.as_bytes().to_vec())))
-        .collect();
-    replace(engine, container, &wanted).await
+        .collect()
 }
 
 /// Puts previous contents back (removing files that did not exist) and reloads after
@@ -421,7 +440,7 @@ pub async fn restore(
         .iter()
         .map(|p| (p.path.clone(), p.content.clone()))
         .collect();
-    replace(engine, container, &wanted).await.map(|_| ())
+    replace(engine, container, &wanted, None).await.map(|_| ())
 }
 
 /// Writes `files` into a created-but-not-started container: no test and no reload (nothing
