@@ -516,12 +516,14 @@ pub fn commit_point(plan: &Plan) -> Option<usize> {
     plan.steps.iter().position(|s| is_final(&s.action))
 }
 
-/// Runs one reversible step; returns its inverse, if it has one.
+/// Runs one reversible step; returns its inverse, if it has one. `previous`: for a switch, the
+/// proxy files as the journal recorded them just before.
 async fn run_step(
     engine: &Engine,
     plan: &Plan,
     action: &Action,
     opts: &ApplyOptions,
+    previous: Option<Vec<proxy::PreviousFile>>,
 ) -> Result<Effect, String> {
     let cancel = &opts.cancel;
     let err = |e: crate::engine::EngineError| e.to_string();
@@ -605,9 +607,11 @@ async fn run_step(
             Ok(Effect::Done)
         }
         Action::ConfigureProxy { name, files } => {
-            let previous = proxy::install(engine, name, files)
-                .await
-                .map_err(|e| e.to_string())?;
+            let installed = match previous {
+                Some(previous) => proxy::install_over(engine, name, files, previous).await,
+                None => proxy::install(engine, name, files).await,
+            };
+            let previous = installed.map_err(|e| e.to_string())?;
             Ok(Effect::ProxyFilesReplaced(previous))
         }
         Action::Verify { service, verify } => {
@@ -713,6 +717,10 @@ async fn run_step(
     }
 }
 
+/// Between two counts of nginx's old workers while draining: a count is one engine request
+/// (its `top`), and the release waits for the last old worker to go.
+const DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Waits until nginx has no old workers left (they exit once their in-flight requests are
 /// done), at most `period`; without a way to count them, the whole period.
 async fn drain(
@@ -743,7 +751,7 @@ async fn drain(
             return;
         }
         tokio::select! {
-            () = tokio::time::sleep(remaining.min(std::time::Duration::from_millis(200))) => {}
+            () = tokio::time::sleep(remaining.min(DRAIN_POLL)) => {}
             () = cancel.cancelled() => return,
         }
     }
@@ -774,14 +782,15 @@ async fn roll_back(engine: &Engine, journal: Option<&Journal>, undo: Vec<Undo>) 
 
 /// Records in the journal that step `index` is about to run. A switch also records the proxy
 /// files it is about to replace: if the process dies during the switch, recovery puts them back.
+/// Returns those files, so that the switch does not read them again.
 async fn record_started(
     engine: &Engine,
     journal: Option<&Journal>,
     index: usize,
     action: &Action,
-) -> Result<(), String> {
+) -> Result<Option<Vec<proxy::PreviousFile>>, String> {
     let Some(journal) = journal else {
-        return Ok(());
+        return Ok(None);
     };
     let previous = match action {
         Action::ConfigureProxy { name, files } => {
@@ -807,7 +816,8 @@ async fn record_started(
     };
     journal
         .started(index, previous.as_deref())
-        .map_err(|e| format!("cannot record the step in the journal: {e}"))
+        .map_err(|e| format!("cannot record the step in the journal: {e}"))?;
+    Ok(previous)
 }
 
 /// Executes `plan.steps` in order against `engine`.
@@ -858,9 +868,9 @@ pub async fn apply(
         let started = Instant::now();
         tracing::info!(parent: &span, reason = %step.reason, "step started");
         let result = match record_started(engine, journal, index, action).await {
-            Ok(()) => {
+            Ok(previous) => {
                 maybe_pause(&opts.pause_at, index, false).await;
-                run_step(engine, plan, action, opts)
+                run_step(engine, plan, action, opts, previous)
                     .instrument(span.clone())
                     .await
             }

@@ -316,7 +316,9 @@ pub async fn deploy(
     };
     match result {
         Ok(report) => {
-            let after = reconcile::observe(engine, desired).await;
+            // The record needs the containers and images only: the proxy's files are not read
+            // again (each read is an archive download from the engine).
+            let after = crate::live::observe(engine, &release, &desired.images(), None).await;
             entry.services = match &after {
                 Ok(live) => services_of(engine, desired, live).await,
                 Err(_) => services_of(engine, desired, &LiveState::default()).await,

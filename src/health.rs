@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -305,8 +305,20 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// The pause after probe number `attempts`. The first probe after a start usually comes too
+/// early (the process is still binding its port), so the pauses start at [`FIRST_PAUSE`] and
+/// double up to `interval`: a container ready in 200 ms passes then, not a whole interval later.
+fn pause_after(attempts: u32, interval: Duration) -> Duration {
+    FIRST_PAUSE
+        .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+        .min(interval)
+}
+
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+
 /// Probes `container_name` by `gate` until it passes, fails for good, its deadline passes, or
-/// `cancel` fires. Every probe gets `gate.timeout`, rounds are `gate.interval` apart.
+/// `cancel` fires. Every probe gets `gate.timeout`; rounds are `gate.interval` apart, but for
+/// the first few (see [`pause_after`]).
 pub async fn await_healthy(
     engine: &Engine,
     container_name: &str,
@@ -414,7 +426,7 @@ pub async fn await_healthy(
 
         let remaining = gate.deadline.saturating_sub(started.elapsed());
         tokio::select! {
-            () = tokio::time::sleep(gate.interval.min(remaining)) => {}
+            () = tokio::time::sleep(pause_after(attempts, gate.interval).min(remaining)) => {}
             () = cancel.cancelled() => {
                 return Err(GateError::Cancelled {
                     subject,
@@ -453,6 +465,26 @@ mod tests {
                 aliases: vec![],
             }],
         }
+    }
+
+    #[test]
+    fn pauses_start_short_and_double_up_to_the_interval() {
+        let ms = Duration::from_millis;
+        let pauses: Vec<Duration> = (1..=7).map(|a| pause_after(a, ms(1000))).collect();
+        assert_eq!(
+            pauses,
+            [
+                ms(50),
+                ms(100),
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1000),
+                ms(1000)
+            ]
+        );
+        assert_eq!(pause_after(u32::MAX, ms(1000)), ms(1000));
+        assert_eq!(pause_after(1, ms(20)), ms(20));
     }
 
     #[test]
@@ -534,6 +566,7 @@ pub async fn verify(
             }
             Err(e) => error_chain(&e),
         };
+        tracing::debug!(service, %url, attempts, %last, "verify missed");
         let remaining = v.deadline.saturating_sub(started.elapsed());
         if remaining.is_zero() {
             return Err(fail(attempts, last));

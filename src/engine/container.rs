@@ -13,7 +13,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, KillContainerOptions, ListContainersOptions,
     LogsOptions, RemoveContainerOptions, RenameContainerOptions, StartContainerOptions,
-    StopContainerOptions, WaitContainerOptions,
+    StopContainerOptions, TopOptions, WaitContainerOptions,
 };
 use futures_util::StreamExt;
 
@@ -543,6 +543,37 @@ impl Engine {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(op_error("read the logs of", Container, name))?;
             out.extend_from_slice(&chunk.into_bytes());
+        }
+        Ok(out)
+    }
+
+    /// The container's processes as the engine's `top` endpoint lists them, one `pid args` line
+    /// each (host pids). The engine runs `ps` on its own host, so no process starts in the
+    /// container: one request instead of an exec's four.
+    pub async fn top(&self, name: &str) -> Result<String, EngineError> {
+        let options = TopOptions {
+            ps_args: "-o pid,args".to_string(),
+        };
+        let reply = self
+            .docker
+            .top_processes(name, Some(options))
+            .await
+            .map_err(op_error("list processes of", Container, name))?;
+        let titles = reply.titles.unwrap_or_default();
+        let col = |t: &str| titles.iter().position(|x| x == t);
+        let (Some(pid), Some(args)) = (col("PID"), col("COMMAND").or_else(|| col("CMD"))) else {
+            return Err(EngineError::Operation {
+                op: "list processes of",
+                kind: Container,
+                name: name.to_string(),
+                reason: format!("unexpected columns {titles:?}"),
+            });
+        };
+        let mut out = String::new();
+        for row in reply.processes.unwrap_or_default() {
+            if let (Some(p), Some(a)) = (row.get(pid), row.get(args)) {
+                out.push_str(&format!("{p} {a}\n"));
+            }
         }
         Ok(out)
     }

@@ -9,7 +9,8 @@ mod nginx;
 mod render;
 
 pub use nginx::{
-    install, old_workers, read_files, reload, restore, seed, PreviousFile, ProxyFile, Reloaded,
+    install, install_over, old_workers, read_files, reload, restore, seed, PreviousFile, ProxyFile,
+    Reloaded,
 };
 pub use render::{
     parse_upstreams, read_markers, render_upstreams, serving_colors, upstream_hosts, Marker,

@@ -3,9 +3,10 @@
 //! Reload is always SIGHUP to the master, never a restart: the master re-reads its config,
 //! starts new workers and tells the old ones to finish their in-flight requests and exit
 //! ("worker process is shutting down"). We confirm the reload by watching the worker PIDs
-//! change, listed in the container with `ps` (procps or busybox) or from /proc with `sh`; an
-//! image with none of those still reloads, only unconfirmed (the caller's verify probe through
-//! the proxy then tells).
+//! change, listed by the engine's `top` endpoint (one request, nothing run in the container),
+//! else in the container with `ps` (procps or busybox) or from /proc with `sh`; an image with
+//! none of those still reloads, only unconfirmed (the caller's verify probe through the proxy
+//! then tells).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -42,8 +43,10 @@ impl PreviousFile {
 const CONFIG_TEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long after SIGHUP we wait for new workers before calling the reload failed.
 const RELOAD_DEADLINE: Duration = Duration::from_secs(5);
-/// Between two looks at the process list while waiting for the reload.
-const RELOAD_POLL: Duration = Duration::from_millis(50);
+/// Between two looks at the process list while waiting for the reload: a look through the
+/// engine's `top` costs tens of milliseconds, and nginx usually has its new workers in less
+/// than a hundred.
+const RELOAD_POLL: Duration = Duration::from_millis(20);
 const PS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Lists `pid args` from /proc with only `sh` and `tr`, for images without `ps` (the official
@@ -97,13 +100,47 @@ fn parse_ps(output: &str) -> Option<NginxProcesses> {
     master.then_some(procs)
 }
 
-/// Runs one `ps` invocation; `None` when it is missing or its output is not usable.
+/// How nginx's processes are listed: the engine's `top` (pids of the host), or one of
+/// [`PS_COMMANDS`] run in the container (pids of the container). One listing is used for
+/// all the looks of one reload, so the pids compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lister {
+    Top,
+    Exec(usize),
+}
+
+const LISTERS: [Lister; 5] = [
+    Lister::Top,
+    Lister::Exec(0),
+    Lister::Exec(1),
+    Lister::Exec(2),
+    Lister::Exec(3),
+];
+
+/// Lists nginx's processes one way; `None` when that way is missing or its output is not
+/// usable.
 async fn ps_with(
     engine: &Engine,
     container: &str,
-    argv: &[&str],
+    lister: Lister,
 ) -> Result<Option<NginxProcesses>, ProxyError> {
-    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+    let argv: Vec<String> = match lister {
+        Lister::Top => {
+            return match engine.top(container).await {
+                Ok(listing) => Ok(parse_ps(&listing)),
+                Err(source @ EngineError::NotFound { .. }) => Err(ProxyError::Processes {
+                    container: container.to_string(),
+                    source,
+                }),
+                // An engine whose host has no `ps` answers 500: the exec listings remain.
+                Err(e) => {
+                    tracing::debug!(container, error = %e, "the engine's top is not usable");
+                    Ok(None)
+                }
+            };
+        }
+        Lister::Exec(i) => PS_COMMANDS[i].iter().map(|s| s.to_string()).collect(),
+    };
     match engine.exec(container, &argv, PS_TIMEOUT).await {
         Ok(out) if out.exit_code == 0 => Ok(parse_ps(&out.output)),
         Ok(_) => Ok(None),
@@ -123,32 +160,33 @@ async fn ps_with(
 /// costs tens of milliseconds, and a switch lists processes many times (before the reload,
 /// while confirming it, while draining), so the search is done once per container. A stale
 /// entry (the container was recreated from another image) only costs one failed try.
-static WORKING_PS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, usize>>> =
-    std::sync::LazyLock::new(Default::default);
+static WORKING_PS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, Lister>>,
+> = std::sync::LazyLock::new(Default::default);
 
-/// Finds a `ps` that works in this container: its index in [`PS_COMMANDS`] and what it saw.
+/// Finds a listing that works for this container, and what it saw.
 async fn find_ps(
     engine: &Engine,
     container: &str,
-) -> Result<Option<(usize, NginxProcesses)>, ProxyError> {
+) -> Result<Option<(Lister, NginxProcesses)>, ProxyError> {
     let known = WORKING_PS
         .lock()
         .ok()
         .and_then(|m| m.get(container).copied());
-    if let Some(i) = known {
-        if let Some(procs) = ps_with(engine, container, PS_COMMANDS[i]).await? {
-            return Ok(Some((i, procs)));
+    if let Some(lister) = known {
+        if let Some(procs) = ps_with(engine, container, lister).await? {
+            return Ok(Some((lister, procs)));
         }
     }
-    for (i, argv) in PS_COMMANDS.iter().enumerate() {
-        if Some(i) == known {
+    for lister in LISTERS {
+        if Some(lister) == known {
             continue;
         }
-        if let Some(procs) = ps_with(engine, container, argv).await? {
+        if let Some(procs) = ps_with(engine, container, lister).await? {
             if let Ok(mut m) = WORKING_PS.lock() {
-                m.insert(container.to_string(), i);
+                m.insert(container.to_string(), lister);
             }
-            return Ok(Some((i, procs)));
+            return Ok(Some((lister, procs)));
         }
     }
     Ok(None)
@@ -231,7 +269,7 @@ async fn signal_and_wait(engine: &Engine, container: &str) -> Result<Reloaded, P
         .copied()
         .collect();
     loop {
-        if let Some(now) = ps_with(engine, container, PS_COMMANDS[ps]).await? {
+        if let Some(now) = ps_with(engine, container, ps).await? {
             let fresh = now.workers.iter().any(|pid| !known.contains(pid));
             let stale = now.workers.iter().any(|pid| before.workers.contains(pid));
             if fresh && !stale {
@@ -317,15 +355,20 @@ pub async fn read_files(
     Ok(previous)
 }
 
-/// The shared body of `install` and `restore`: read what is there, write the wanted content,
-/// test, reload; on any failure put everything back as it was.
+/// The shared body of `install` and `restore`: write the wanted content over `previous` (what
+/// is there now, path for path; read here when it does not match `wanted`), test, reload; on
+/// any failure put everything back as it was.
 async fn replace(
     engine: &Engine,
     container: &str,
     wanted: &[(String, Option<Vec<u8>>)],
+    previous: Option<Vec<PreviousFile>>,
 ) -> Result<Vec<PreviousFile>, ProxyError> {
     let paths: Vec<String> = wanted.iter().map(|(p, _)| p.clone()).collect();
-    let previous = read_files(engine, container, &paths).await?;
+    let previous = match previous {
+        Some(previous) if previous.iter().map(|p| &p.path).eq(paths.iter()) => previous,
+        _ => read_files(engine, container, &paths).await?,
+    };
 
     for (i, (path, content)) in wanted.iter().enumerate() {
         if let Err(source) = put(engine, container, path, content.as_deref()).await {
@@ -365,11 +408,25 @@ pub async fn install(
     container: &str,
     files: &[ProxyFile],
 ) -> Result<Vec<PreviousFile>, ProxyError> {
-    let wanted: Vec<(String, Option<Vec<u8>>)> = files
+    replace(engine, container, &wanted(files), None).await
+}
+
+/// [`install`] over `previous`, the files as [`read_files`] returned them just before (the
+/// journal records them before the switch starts): read once per switch, not twice.
+pub async fn install_over(
+    engine: &Engine,
+    container: &str,
+    files: &[ProxyFile],
+    previous: Vec<PreviousFile>,
+) -> Result<Vec<PreviousFile>, ProxyError> {
+    replace(engine, container, &wanted(files), Some(previous)).await
+}
+
+fn wanted(files: &[ProxyFile]) -> Vec<(String, Option<Vec<u8>>)> {
+    files
         .iter()
         .map(|f| (f.path.clone(), Some(f.content.as_bytes().to_vec())))
-        .collect();
-    replace(engine, container, &wanted).await
+        .collect()
 }
 
 /// Puts previous contents back (removing files that did not exist) and reloads after
@@ -383,7 +440,7 @@ pub async fn restore(
         .iter()
         .map(|p| (p.path.clone(), p.content.clone()))
         .collect();
-    replace(engine, container, &wanted).await.map(|_| ())
+    replace(engine, container, &wanted, None).await.map(|_| ())
 }
 
 /// Writes `files` into a created-but-not-started container: no test and no reload (nothing

@@ -61,6 +61,7 @@ fn a_new_container_gets_its_configs_before_it_starts() {
     assert_eq!(
         kinds(&p),
         [
+            "check_configs",
             "create_network",
             "create_volume",
             "create",
@@ -105,15 +106,18 @@ fn a_changed_rule_is_pushed_reloaded_and_gated_without_a_recreate() {
         ("b.yml", "groups: []\n"),
     ]);
     let p = plan(&after, &live).unwrap();
-    assert_eq!(kinds(&p), ["push_configs", "reload", "ready"]);
+    assert_eq!(
+        kinds(&p),
+        ["check_configs", "push_configs", "reload", "ready"]
+    );
     let Action::PushConfigs {
         files,
         remove,
         reload,
         ..
-    } = &p.steps[0].action
+    } = &p.steps[1].action
     else {
-        panic!("{:?}", p.steps[0]);
+        panic!("{:?}", p.steps[1]);
     };
     let pushed: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(
@@ -148,8 +152,8 @@ fn a_changed_rule_is_pushed_reloaded_and_gated_without_a_recreate() {
     let applied = simulate(&live, &p);
     assert!(plan(&after, &applied).unwrap().in_sync());
     let mut undone = applied.clone();
-    let effect = sim_step(&mut live.clone(), &p.steps[0].action);
-    let undo = inverse(&p.steps[0].action, effect).expect("a push is undone");
+    let effect = sim_step(&mut live.clone(), &p.steps[1].action);
+    let undo = inverse(&p.steps[1].action, effect).expect("a push is undone");
     sim_undo(&mut undone, &undo);
     assert_eq!(undone.config_files, live.config_files);
 }
@@ -194,7 +198,7 @@ fn a_missing_source_is_an_error_at_its_place() {
 #[test]
 fn configs_are_not_in_the_container_hash() {
     let a = prom(vec![("a.yml", "groups: []\n")]);
-    let b = prom(vec![("a.yml", "groups: [x]\n")]);
+    let b = prom(vec![("a.yml", "groups: [{name: x, rules: []}]\n")]);
     assert_eq!(a.services[0].config_hash, b.services[0].config_hash);
 }
 
