@@ -12,6 +12,14 @@ use super::model::{
 };
 use super::schema::Issue;
 
+mod configs;
+mod jobs;
+mod snapshots;
+
+use configs::check_configs;
+use jobs::check_jobs;
+use snapshots::check_snapshots;
+
 /// All checks on a structurally valid spec.
 pub fn check(spec: &ReleaseSpec) -> Vec<Issue> {
     let mut out = Vec::new();
@@ -395,36 +403,6 @@ pub fn check_replicas(spec: &ReleaseSpec) -> Vec<Issue> {
         .collect()
 }
 
-/// `snapshot:` is taken by exec in the service's one container: a service replaced beside
-/// itself (blue-green, rolling) is not the stateful kind, and an argv word with spaces is a
-/// shell string that exec would run as one program name.
-fn check_snapshots(spec: &ReleaseSpec) -> Vec<Issue> {
-    let mut out = Vec::new();
-    for (name, s) in &spec.services {
-        let Some(snapshot) = &s.snapshot else {
-            continue;
-        };
-        if s.strategy != Strategy::Recreate {
-            out.push(Issue::new(
-                svc_path(name, "snapshot"),
-                format!(
-                    "a snapshot is taken from a stateful service's single container; service `{name}` uses `strategy: {}`",
-                    s.strategy.as_str()
-                ),
-                Some("use `strategy: recreate` for the stateful service, or remove `snapshot:`".to_string()),
-            ));
-        }
-        if let Some(first) = snapshot.exec.first().filter(|w| w.contains(' ')) {
-            out.push(Issue::new(
-                svc_path(name, "snapshot.exec.0"),
-                format!("`{first}` is one word with spaces; exec runs it as a program name, not through a shell"),
-                Some("write the command as a list of words: [pg_dump, -Fc, -U, postgres, app]".to_string()),
-            ));
-        }
-    }
-    out
-}
-
 /// Names whose containers would collide with containers the reconciler creates itself: the
 /// proxy's `<release>-proxy`, the colors `<release>-<service>-blue|green` of a blue-green
 /// service and the replicas `<release>-<service>-<slot>-blue|green` of a rolling one. Checked
@@ -711,112 +689,6 @@ fn check_notifications(spec: &ReleaseSpec) -> Vec<Issue> {
     out
 }
 
-/// `jobs:` of the services and of the release: names unique per scope (they name the job's
-/// container and its history record), a release-level job names its image (there is no
-/// service image to default to), networks and volumes declared, a usable timeout, and no key
-/// both in `environment` and in `secrets`.
-fn check_jobs(spec: &ReleaseSpec) -> Vec<Issue> {
-    let mut out = Vec::new();
-    let scopes = spec
-        .services
-        .iter()
-        .filter_map(|(name, s)| {
-            s.jobs
-                .as_ref()
-                .map(|j| (format!("services.{name}.jobs"), j, true))
-        })
-        .chain(spec.jobs.as_ref().map(|j| ("jobs".to_string(), j, false)));
-    for (place, jobs, has_service_image) in scopes {
-        let JobsSpec { before, after } = jobs;
-        let mut seen: HashSet<&str> = HashSet::new();
-        let all = before
-            .iter()
-            .enumerate()
-            .map(|(i, j)| (format!("{place}.before.{i}"), j))
-            .chain(
-                after
-                    .iter()
-                    .enumerate()
-                    .map(|(i, j)| (format!("{place}.after.{i}"), j)),
-            );
-        for (at, job) in all {
-            if !seen.insert(&job.name) {
-                out.push(Issue::new(
-                    format!("{at}.name"),
-                    format!("job `{}` is declared twice under `{place}`", job.name),
-                    Some("give each job of a service (or of the release) its own name".into()),
-                ));
-            }
-            if job.image.is_none() && !has_service_image {
-                out.push(Issue::new(
-                    at.clone(),
-                    format!("release-level job `{}` has no image", job.name),
-                    Some(
-                        "set `image:`; only a service's job defaults to the service's new image"
-                            .into(),
-                    ),
-                ));
-            }
-            if job
-                .timeout
-                .as_ref()
-                .and_then(|t| t.parse().ok())
-                .is_some_and(|d| d.is_zero())
-            {
-                out.push(Issue::new(
-                    format!("{at}.timeout"),
-                    "a timeout of zero kills the job before it starts",
-                    Some("give the job time to finish, e.g. `timeout: 5m`".into()),
-                ));
-            }
-            for (net, path) in network_entries(&at, &job.networks) {
-                if !spec.networks.contains_key(&net) {
-                    out.push(Issue::new(
-                        path,
-                        format!("network `{net}` is not declared"),
-                        Some(format!(
-                            "declare it at the top level: `networks: {{ {net}: {{}} }}`"
-                        )),
-                    ));
-                }
-            }
-            for (i, mount) in job.volumes.iter().enumerate() {
-                if let Some(vol) = named_volume(mount).filter(|v| !spec.volumes.contains_key(*v)) {
-                    out.push(Issue::new(
-                        format!("{at}.volumes.{i}"),
-                        format!("volume `{vol}` is not declared"),
-                        Some(format!(
-                            "declare it at the top level: `volumes: {{ {vol}: {{}} }}`"
-                        )),
-                    ));
-                }
-            }
-            let as_service = job.as_service("");
-            for (key, value) in as_service.environment_pairs() {
-                let path = format!("{at}.environment");
-                if job.secrets.contains_key(&key) {
-                    out.push(Issue::new(
-                        path.clone(),
-                        format!("`{key}` is set both in `environment` and in `secrets`"),
-                        Some(format!("remove `{key}` from `environment`")),
-                    ));
-                }
-                let literal = value.filter(|v| !v.is_empty());
-                if literal.is_some_and(|v| looks_secret(&key) || has_url_credentials(&v)) {
-                    out.push(Issue::new(
-                        path,
-                        format!("`{key}` looks like a secret written as a literal value in git"),
-                        Some(format!(
-                            "move it to the job's `secrets: {{ {key}: {{ env: HOST_VAR }} }}`"
-                        )),
-                    ));
-                }
-            }
-        }
-    }
-    out
-}
-
 fn quoted(names: &[String]) -> String {
     names
         .iter()
@@ -858,99 +730,6 @@ pub fn check_placeholders(doc: &Value) -> Vec<Issue> {
     }
     let mut out = Vec::new();
     walk(doc, "", &mut out);
-    out
-}
-
-/// `configs:`, `reload:` and `ready:`: paths that say where they read and write, one file per
-/// target, and a reload or probe only with something to reload. (Whether a source exists is
-/// known only with the commit's tree: `desired` checks that.)
-fn check_configs(spec: &ReleaseSpec) -> Vec<Issue> {
-    let mut out = Vec::new();
-    let plain = |p: &str| {
-        p.trim_end_matches('/')
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..")
-    };
-    for (name, s) in &spec.services {
-        if s.configs.is_empty() {
-            for (key, what) in [("reload", s.reload.is_some()), ("ready", s.ready.is_some())] {
-                if what {
-                    out.push(Issue::new(
-                        svc_path(name, key),
-                        format!("`{key}` without `configs`: service `{name}` has no config files to reload"),
-                        Some(format!("declare the files under `services.{name}.configs`, or remove `{key}`")),
-                    ));
-                }
-            }
-            continue;
-        }
-        if s.strategy == Strategy::Rolling {
-            out.push(Issue::new(
-                svc_path(name, "configs"),
-                format!("`configs` is not supported on `strategy: rolling` services yet (`{name}`)"),
-                Some("use `strategy: recreate` or `blue-green` for this service (config changes never replace its containers), or bake the files into the image".to_string()),
-            ));
-        }
-        let mut targets: HashMap<String, usize> = HashMap::new();
-        for (i, c) in s.configs.iter().enumerate() {
-            let at = |key: &str| svc_path(name, &format!("configs.{i}.{key}"));
-            if !c.target.starts_with('/') || !plain(&c.target[1..]) {
-                out.push(Issue::new(
-                    at("target"),
-                    format!("`{}` is not an absolute path without `.`, `..` or `//`", c.target),
-                    Some("write the absolute path in the container, e.g. /etc/prometheus/prometheus.yml".to_string()),
-                ));
-            }
-            // `./x` as `proxy.config` allows.
-            if !plain(c.source.strip_prefix("./").unwrap_or(&c.source)) {
-                out.push(Issue::new(
-                    at("source"),
-                    format!("`{}` has empty, `.` or `..` components", c.source),
-                    Some("write the path in the repo relative to the directory of release.yaml, e.g. monitoring/prometheus.yml".to_string()),
-                ));
-            }
-            if c.source.ends_with('/') && !c.target.ends_with('/') {
-                out.push(Issue::new(
-                    at("target"),
-                    format!(
-                        "the source `{}` is a directory, the target `{}` names a file",
-                        c.source, c.target
-                    ),
-                    Some(format!("end the target with `/`: `{}/`", c.target)),
-                ));
-            }
-            // A file into a directory target lands at `<target><file name>`.
-            let key = match (c.target.ends_with('/'), c.source.ends_with('/')) {
-                (true, false) => format!(
-                    "{}{}",
-                    c.target,
-                    c.source.rsplit('/').next().unwrap_or(&c.source)
-                ),
-                _ => c.target.trim_end_matches('/').to_string(),
-            };
-            if let Some(first) = targets.insert(key, i) {
-                out.push(Issue::new(
-                    at("target"),
-                    format!("`{}` is also the target of configs.{first}", c.target),
-                    Some("give each config its own target".to_string()),
-                ));
-            }
-        }
-        // A directory target is the reconciler's: files in it that are not in the source are
-        // removed, so another config inside it would be removed too.
-        for (i, c) in s.configs.iter().enumerate() {
-            for (j, dir) in s.configs.iter().enumerate() {
-                let owns = dir.source.ends_with('/') && dir.target.ends_with('/');
-                if i != j && owns && c.target.starts_with(&dir.target) {
-                    out.push(Issue::new(
-                        svc_path(name, &format!("configs.{i}.target")),
-                        format!("`{}` is inside the directory target of configs.{j} (`{}`)", c.target, dir.target),
-                        Some("put the file in that directory's source in the repo, or give it a target outside the directory".to_string()),
-                    ));
-                }
-            }
-        }
-    }
     out
 }
 
