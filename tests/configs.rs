@@ -499,14 +499,7 @@ fn a_push_killed_midway_is_put_back_from_the_journal() {
     // The journal holds the file as it was before the push, and matches its schema.
     let text = std::fs::read_to_string(host.release_file("journal.json")).expect("journal");
     let journal: Value = serde_json::from_str(&text).expect("journal parses");
-    let schema: Value =
-        serde_json::from_str(include_str!("../schemas/journal.schema.json")).expect("schema");
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let errors: Vec<String> = validator
-        .iter_errors(&journal)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}\n{journal:#}");
+    common::assert_schema("journal.schema.json", &journal);
     let step = &journal["steps"][1];
     assert_eq!(step["step"]["op"], "push_configs", "{journal:#}");
     assert_eq!(

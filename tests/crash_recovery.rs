@@ -322,14 +322,7 @@ impl Host {
         let history: serde_json::Value =
             serde_json::from_slice(&out.stdout).expect("history --output json prints JSON");
         // Recovery entries too (a torn journal's included) match the published schema.
-        let schema: serde_json::Value =
-            serde_json::from_str(include_str!("../schemas/history.schema.json")).expect("schema");
-        let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-        let errors: Vec<String> = validator
-            .iter_errors(&history)
-            .map(|e| e.to_string())
-            .collect();
-        assert!(errors.is_empty(), "{errors:?}\n{history:#}");
+        common::assert_schema("history.schema.json", &history);
         history
     }
 
@@ -412,14 +405,7 @@ fn read_journal(path: &Path) -> serde_json::Value {
     // No container config: the spec's environment (`MODE: bluegreen`) is not in it.
     assert!(!text.contains("MODE"), "{text}");
     let journal: serde_json::Value = serde_json::from_str(&text).expect("the journal parses");
-    let schema: serde_json::Value =
-        serde_json::from_str(include_str!("../schemas/journal.schema.json")).expect("schema");
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let errors: Vec<String> = validator
-        .iter_errors(&journal)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}\n{journal:#}");
+    common::assert_schema("journal.schema.json", &journal);
     journal
 }
 

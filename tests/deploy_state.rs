@@ -134,7 +134,7 @@ services:
         let out = self.run(&args);
         assert_eq!(out.status.code(), Some(0), "{}", show(&out));
         let v: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-        validate("status.schema.json", &v);
+        common::assert_schema("status.schema.json", &v);
         v
     }
 
@@ -222,20 +222,6 @@ fn signal(child: &Child, sig: &str) {
     assert!(status.success());
 }
 
-fn validate(schema_file: &str, value: &Value) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("schemas")
-        .join(schema_file);
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("schema"))
-        .expect("schema JSON");
-    let validator = jsonschema::validator_for(&schema).expect("valid schema");
-    let errors: Vec<String> = validator
-        .iter_errors(value)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{schema_file}: {errors:?}\n{value:#}");
-}
-
 fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
@@ -257,7 +243,7 @@ fn history_and_audit_record_applied_failed_and_refused_deploys() {
     assert_eq!(host.version().as_deref(), Some("v1"));
 
     let current = host.json("current.json");
-    validate("current.schema.json", &current);
+    common::assert_schema("current.schema.json", &current);
     assert_eq!(current["revision"], rev1.as_str());
     assert_eq!(current["services"][0]["service"], "web");
     assert_eq!(current["services"][0]["image"], "reconciler-test/app:v1");
@@ -325,7 +311,7 @@ fn history_and_audit_record_applied_failed_and_refused_deploys() {
         .audit()
         .iter()
         .map(|l| {
-            validate("audit-line.schema.json", l);
+            common::assert_schema("audit-line.schema.json", l);
             (
                 l["action"].as_str().unwrap_or("").to_string(),
                 l["outcome"].as_str().unwrap_or("").to_string(),
@@ -343,11 +329,11 @@ fn history_and_audit_record_applied_failed_and_refused_deploys() {
     .collect();
     assert_eq!(audit, expected);
 
-    validate("history.schema.json", &host.json("history.json"));
+    common::assert_schema("history.schema.json", &host.json("history.json"));
     let out = host.run(&["history", "--output", "json", "--limit", "2"]);
     assert_eq!(code(&out), 0, "{}", show(&out));
     let shown: Value = serde_json::from_slice(&out.stdout).expect("history JSON");
-    validate("history.schema.json", &shown);
+    common::assert_schema("history.schema.json", &shown);
     assert_eq!(shown["entries"].as_array().map(Vec::len), Some(2));
     let out = host.run(&["history"]);
     assert!(
@@ -373,7 +359,7 @@ fn concurrent_applies_take_turns_and_lock_wait_waits() {
         || record.exists(),
     );
     let holder = host.json("lock.json");
-    validate("lock.schema.json", &holder);
+    common::assert_schema("lock.schema.json", &holder);
     assert_eq!(holder["actor"], "first-ci");
     assert_eq!(holder["revision"], rev1.as_str());
     assert_eq!(holder["pid"], first.id());
@@ -507,7 +493,7 @@ fn sigterm_and_forced_release_leave_no_lock_and_a_killed_holder_is_taken_over() 
 
     let audit = host.audit();
     for l in &audit {
-        validate("audit-line.schema.json", l);
+        common::assert_schema("audit-line.schema.json", l);
     }
     let forced = audit.iter().find(|l| l["action"] == "lock_force_release");
     assert!(forced.is_some_and(|l| l["actor"] == "alice"), "{audit:#?}");
@@ -595,7 +581,7 @@ fn rollback_from_the_cache_with_the_remote_gone_restores_v1_and_suspends_the_dae
         .audit()
         .iter()
         .map(|l| {
-            validate("audit-line.schema.json", l);
+            common::assert_schema("audit-line.schema.json", l);
             format!(
                 "{}:{}",
                 l["action"].as_str().unwrap(),
@@ -613,7 +599,7 @@ fn rollback_from_the_cache_with_the_remote_gone_restores_v1_and_suspends_the_dae
             "apply:applied"
         ],
     );
-    validate("current.schema.json", &host.json("current.json"));
+    common::assert_schema("current.schema.json", &host.json("current.json"));
     host.assert_no_secret_in_state();
 }
 
@@ -690,7 +676,7 @@ fn a_torn_current_json_is_reported_and_the_labels_are_used() {
     let out = host.apply(&[]);
     assert_eq!(code(&out), 0, "{}", show(&out));
     let repaired = host.json("current.json");
-    validate("current.schema.json", &repaired);
+    common::assert_schema("current.schema.json", &repaired);
     assert_eq!(repaired["revision"], rev1.as_str());
 
     // suspend / resume by hand: recorded, shown, audited.
@@ -707,7 +693,7 @@ fn a_torn_current_json_is_reported_and_the_labels_are_used() {
         .audit()
         .iter()
         .map(|l| {
-            validate("audit-line.schema.json", l);
+            common::assert_schema("audit-line.schema.json", l);
             format!(
                 "{}:{}",
                 l["action"].as_str().unwrap(),
@@ -766,7 +752,7 @@ fn schemas_accept_what_is_written_and_reject_what_is_not() {
         entries: vec![entry],
     })
     .unwrap();
-    validate("history.schema.json", &good);
+    common::assert_schema("history.schema.json", &good);
 
     let schema: Value = serde_json::from_str(
         &std::fs::read_to_string(

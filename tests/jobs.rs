@@ -163,27 +163,13 @@ impl Host {
         let text = std::fs::read_to_string(&path).expect("history.json");
         assert!(!text.contains(PASSWORD), "history holds the secret: {text}");
         let history: Value = serde_json::from_str(&text).expect("history JSON");
-        validate("history.schema.json", &history);
+        common::assert_schema("history.schema.json", &history);
         history["entries"]
             .as_array()
             .and_then(|e| e.last())
             .cloned()
             .expect("a history entry")
     }
-}
-
-fn validate(schema_file: &str, value: &Value) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("schemas")
-        .join(schema_file);
-    let schema: Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("schema")).expect("JSON");
-    let validator = jsonschema::validator_for(&schema).expect("valid schema");
-    let errors: Vec<String> = validator
-        .iter_errors(value)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(errors.is_empty(), "{schema_file}: {errors:?}");
 }
 
 fn summary(r: &LoadReport) -> String {
@@ -367,7 +353,7 @@ fn history(state: &Path, release: &str) -> Vec<Value> {
     let path = state.join("releases").join(release).join("history.json");
     let history: Value =
         serde_json::from_str(&std::fs::read_to_string(path).expect("history")).expect("JSON");
-    validate("history.schema.json", &history);
+    common::assert_schema("history.schema.json", &history);
     history["entries"].as_array().cloned().unwrap_or_default()
 }
 
@@ -448,7 +434,7 @@ fn release_jobs_run_once_per_revision_and_a_crash_during_a_job_is_recovered() {
         .output()
         .expect("diff");
     let plan: Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
-    validate("plan.schema.json", &plan);
+    common::assert_schema("plan.schema.json", &plan);
     let job_steps = plan["steps"]
         .as_array()
         .map(|s| s.iter().filter(|s| s["action"] == "job").count())

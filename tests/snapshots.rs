@@ -93,7 +93,7 @@ services:
         let out = self.run(&["snapshots", "list", "--output", "json"]);
         assert_eq!(out.status.code(), Some(0), "list: {}", show(&out));
         let index: Value = serde_json::from_slice(&out.stdout).expect("list --output json");
-        validate("snapshots.schema.json", &index);
+        common::assert_schema("snapshots.schema.json", &index);
         index["snapshots"].as_array().cloned().unwrap_or_default()
     }
 
@@ -101,7 +101,7 @@ services:
         let path = self.dir().join("history.json");
         let text = std::fs::read_to_string(&path).expect("history.json");
         let history: Value = serde_json::from_str(&text).expect("history JSON");
-        validate("history.schema.json", &history);
+        common::assert_schema("history.schema.json", &history);
         history["entries"]
             .as_array()
             .and_then(|e| e.last())
@@ -128,20 +128,6 @@ services:
         .trim()
         .to_string()
     }
-}
-
-fn validate(schema_file: &str, value: &Value) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("schemas")
-        .join(schema_file);
-    let schema: Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("schema")).expect("JSON");
-    let validator = jsonschema::validator_for(&schema).expect("valid schema");
-    let errors: Vec<String> = validator
-        .iter_errors(value)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(errors.is_empty(), "{schema_file}: {errors:?}\n{value:#}");
 }
 
 fn sha256_of(path: &std::path::Path) -> String {
