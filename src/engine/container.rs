@@ -820,9 +820,20 @@ impl Engine {
                     }
                     Ok::<(), EngineError>(())
                 };
-                let (fed, read) = tokio::join!(feed, read);
+                // Once the output ends the command has exited: input it did not read is not
+                // waited for (the engine may stop reading it without closing the connection,
+                // which would block the copy until some timeout).
+                tokio::pin!(feed);
+                tokio::pin!(read);
+                let mut fed = None;
+                let read = loop {
+                    tokio::select! {
+                        r = &mut read => break r,
+                        f = &mut feed, if fed.is_none() => fed = Some(f),
+                    }
+                };
                 read?;
-                fed_result = fed;
+                fed_result = fed.unwrap_or(Ok(()));
             }
             let inspect = self
                 .docker
