@@ -598,32 +598,7 @@ impl Engine {
         timeout: Duration,
     ) -> Result<ExecOutput, EngineError> {
         let run = async {
-            let exec = self
-                .docker
-                .create_exec(
-                    name,
-                    CreateExecOptions {
-                        attach_stdout: Some(true),
-                        attach_stderr: Some(true),
-                        cmd: Some(command.to_vec()),
-                        user: user.map(str::to_string),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(op_error("exec in", Container, name))?;
-            let started = self
-                .docker
-                .start_exec(
-                    &exec.id,
-                    Some(StartExecOptions {
-                        detach: false,
-                        tty: false,
-                        output_capacity: None,
-                    }),
-                )
-                .await
-                .map_err(op_error("exec in", Container, name))?;
+            let (id, started) = self.start_attached_exec(name, command, user, false).await?;
             let mut output = Vec::new();
             if let StartExecResults::Attached {
                 output: mut stream, ..
@@ -631,35 +606,14 @@ impl Engine {
             {
                 while let Some(chunk) = stream.next().await {
                     let chunk = chunk.map_err(op_error("exec in", Container, name))?;
-                    output.extend_from_slice(&chunk.into_bytes());
-                    if output.len() > 2 * EXEC_OUTPUT_LIMIT {
-                        output.drain(..output.len() - EXEC_OUTPUT_LIMIT);
-                    }
+                    keep_tail(&mut output, &chunk.into_bytes());
                 }
             }
-            let inspect = self
-                .docker
-                .inspect_exec(&exec.id)
-                .await
-                .map_err(op_error("exec in", Container, name))?;
-            let start = output.len().saturating_sub(EXEC_OUTPUT_LIMIT);
-            Ok(ExecOutput {
-                exit_code: inspect.exit_code.unwrap_or(-1),
-                output: String::from_utf8_lossy(&output[start..]).into_owned(),
-            })
+            self.exec_outcome(name, &id, &output).await
         };
-        match tokio::time::timeout(timeout, run).await {
-            Ok(result) => result,
-            Err(_) => Err(EngineError::ExecTimeout {
-                name: name.to_string(),
-                command: command.to_vec(),
-                timeout_ms: timeout.as_millis(),
-            }),
-        }
+        with_exec_timeout(name, command, timeout, run).await
     }
-}
 
-impl Engine {
     /// Runs `command` in a running container with its stdout streamed into `sink` chunk by
     /// chunk (a database dump is never held in memory); stderr is kept, cut to the last few
     /// KiB, in the returned [`ExecOutput`].
@@ -671,31 +625,7 @@ impl Engine {
         sink: &mut (dyn std::io::Write + Send),
     ) -> Result<ExecOutput, EngineError> {
         let run = async {
-            let exec = self
-                .docker
-                .create_exec(
-                    name,
-                    CreateExecOptions {
-                        attach_stdout: Some(true),
-                        attach_stderr: Some(true),
-                        cmd: Some(command.to_vec()),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(op_error("exec in", Container, name))?;
-            let started = self
-                .docker
-                .start_exec(
-                    &exec.id,
-                    Some(StartExecOptions {
-                        detach: false,
-                        tty: false,
-                        output_capacity: None,
-                    }),
-                )
-                .await
-                .map_err(op_error("exec in", Container, name))?;
+            let (id, started) = self.start_attached_exec(name, command, None, false).await?;
             let mut stderr = Vec::new();
             if let StartExecResults::Attached {
                 output: mut stream, ..
@@ -712,34 +642,13 @@ impl Engine {
                                     reason: e.to_string(),
                                 })?;
                         }
-                        other => {
-                            stderr.extend_from_slice(&other.into_bytes());
-                            if stderr.len() > 2 * EXEC_OUTPUT_LIMIT {
-                                stderr.drain(..stderr.len() - EXEC_OUTPUT_LIMIT);
-                            }
-                        }
+                        other => keep_tail(&mut stderr, &other.into_bytes()),
                     }
                 }
             }
-            let inspect = self
-                .docker
-                .inspect_exec(&exec.id)
-                .await
-                .map_err(op_error("exec in", Container, name))?;
-            let start = stderr.len().saturating_sub(EXEC_OUTPUT_LIMIT);
-            Ok(ExecOutput {
-                exit_code: inspect.exit_code.unwrap_or(-1),
-                output: String::from_utf8_lossy(&stderr[start..]).into_owned(),
-            })
+            self.exec_outcome(name, &id, &stderr).await
         };
-        match tokio::time::timeout(timeout, run).await {
-            Ok(result) => result,
-            Err(_) => Err(EngineError::ExecTimeout {
-                name: name.to_string(),
-                command: command.to_vec(),
-                timeout_ms: timeout.as_millis(),
-            }),
-        }
+        with_exec_timeout(name, command, timeout, run).await
     }
 
     /// Runs `command` in a running container with `input` streamed to its stdin (closed at
@@ -763,32 +672,7 @@ impl Engine {
             }
         };
         let run = async {
-            let exec = self
-                .docker
-                .create_exec(
-                    name,
-                    CreateExecOptions {
-                        attach_stdin: Some(true),
-                        attach_stdout: Some(true),
-                        attach_stderr: Some(true),
-                        cmd: Some(command.to_vec()),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(op_error("exec in", Container, name))?;
-            let started = self
-                .docker
-                .start_exec(
-                    &exec.id,
-                    Some(StartExecOptions {
-                        detach: false,
-                        tty: false,
-                        output_capacity: None,
-                    }),
-                )
-                .await
-                .map_err(op_error("exec in", Container, name))?;
+            let (id, started) = self.start_attached_exec(name, command, None, true).await?;
             let mut output = Vec::new();
             let mut fed_result = Ok(());
             if let StartExecResults::Attached {
@@ -813,10 +697,7 @@ impl Engine {
                 let read = async {
                     while let Some(chunk) = stream.next().await {
                         let chunk = chunk.map_err(op_error("exec in", Container, name))?;
-                        output.extend_from_slice(&chunk.into_bytes());
-                        if output.len() > 2 * EXEC_OUTPUT_LIMIT {
-                            output.drain(..output.len() - EXEC_OUTPUT_LIMIT);
-                        }
+                        keep_tail(&mut output, &chunk.into_bytes());
                     }
                     Ok::<(), EngineError>(())
                 };
@@ -835,30 +716,99 @@ impl Engine {
                 read?;
                 fed_result = fed.unwrap_or(Ok(()));
             }
-            let inspect = self
-                .docker
-                .inspect_exec(&exec.id)
-                .await
-                .map_err(op_error("exec in", Container, name))?;
+            let outcome = self.exec_outcome(name, &id, &output).await?;
             // A failed command explains itself better than the failed copy into it.
-            if inspect.exit_code == Some(0) {
+            if outcome.exit_code == 0 {
                 fed_result?;
             }
-            let start = output.len().saturating_sub(EXEC_OUTPUT_LIMIT);
-            Ok(ExecOutput {
-                exit_code: inspect.exit_code.unwrap_or(-1),
-                output: String::from_utf8_lossy(&output[start..]).into_owned(),
-            })
+            Ok(outcome)
         };
-        match tokio::time::timeout(timeout, run).await {
-            Ok(result) => result,
-            Err(_) => Err(EngineError::ExecTimeout {
+        with_exec_timeout(name, command, timeout, run).await
+    }
+
+    /// Creates and starts an exec with stdout and stderr (and stdin when `stdin`) attached;
+    /// returns its id and the attached streams.
+    async fn start_attached_exec(
+        &self,
+        name: &str,
+        command: &[String],
+        user: Option<&str>,
+        stdin: bool,
+    ) -> Result<(String, StartExecResults), EngineError> {
+        let exec = self
+            .docker
+            .create_exec(
+                name,
+                CreateExecOptions {
+                    attach_stdin: Some(stdin),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(command.to_vec()),
+                    user: user.map(str::to_string),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(op_error("exec in", Container, name))?;
+        let started = self
+            .docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(op_error("exec in", Container, name))?;
+        Ok((exec.id, started))
+    }
+
+    /// The finished exec's exit code, with the last [`EXEC_OUTPUT_LIMIT`] bytes of `output`.
+    async fn exec_outcome(
+        &self,
+        name: &str,
+        id: &str,
+        output: &[u8],
+    ) -> Result<ExecOutput, EngineError> {
+        let inspect = self
+            .docker
+            .inspect_exec(id)
+            .await
+            .map_err(op_error("exec in", Container, name))?;
+        let start = output.len().saturating_sub(EXEC_OUTPUT_LIMIT);
+        Ok(ExecOutput {
+            exit_code: inspect.exit_code.unwrap_or(-1),
+            output: String::from_utf8_lossy(&output[start..]).into_owned(),
+        })
+    }
+}
+
+/// Appends `chunk`, keeping at most about twice [`EXEC_OUTPUT_LIMIT`] bytes (the tail).
+fn keep_tail(buffer: &mut Vec<u8>, chunk: &[u8]) {
+    buffer.extend_from_slice(chunk);
+    if buffer.len() > 2 * EXEC_OUTPUT_LIMIT {
+        buffer.drain(..buffer.len() - EXEC_OUTPUT_LIMIT);
+    }
+}
+
+/// `run` bounded by `timeout`: `ExecTimeout` after it (the process may still be running).
+async fn with_exec_timeout(
+    name: &str,
+    command: &[String],
+    timeout: Duration,
+    run: impl std::future::Future<Output = Result<ExecOutput, EngineError>>,
+) -> Result<ExecOutput, EngineError> {
+    tokio::time::timeout(timeout, run)
+        .await
+        .unwrap_or_else(|_| {
+            Err(EngineError::ExecTimeout {
                 name: name.to_string(),
                 command: command.to_vec(),
                 timeout_ms: timeout.as_millis(),
-            }),
-        }
-    }
+            })
+        })
 }
 
 #[cfg(test)]
