@@ -12,7 +12,7 @@ use common::free_port;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::docker::{docker, TestRelease};
+use common::docker::TestRelease;
 use common::gitrepo::TestRepo;
 use common::images::ensure_images;
 use common::load::{Load, LoadReport};
@@ -20,17 +20,7 @@ use common::load::{Load, LoadReport};
 /// Requests each case must see at least, while the deploy happens.
 const MIN_REQUESTS: u64 = 5_000;
 
-const NGINX_CONF: &str = "worker_processes 2;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    include /etc/nginx/reconciler/upstreams.conf;
-    server {
-        listen 80;
-        location / { proxy_pass http://web; }
-    }
-}
-";
+use common::proxy::WEB_NGINX_CONF as NGINX_CONF;
 
 fn spec(release: &str, port: u16, version: &str, env: &str, verify_body: &str) -> String {
     format!(
@@ -82,26 +72,7 @@ impl Host {
 
     /// Which container serves, by id, and the upstream file nginx runs with.
     fn serving(&self) -> (Vec<String>, String) {
-        let ids = docker(&[
-            "ps",
-            "-q",
-            "--no-trunc",
-            "--filter",
-            &format!("label=io.reconciler.release={}", self.release.name),
-            "--filter",
-            "label=io.reconciler.service=web",
-        ])
-        .unwrap_or_default();
-        let mut ids: Vec<String> = ids.lines().map(str::to_string).collect();
-        ids.sort();
-        let upstreams = docker(&[
-            "exec",
-            &self.release.obj("proxy"),
-            "cat",
-            "/etc/nginx/reconciler/upstreams.conf",
-        ])
-        .unwrap_or_default();
-        (ids, upstreams)
+        common::proxy::web_serving(&self.release, false)
     }
 }
 

@@ -26,17 +26,7 @@ use common::images::ensure_images;
 use common::load::Load;
 use common::{free_port, show};
 
-const NGINX_CONF: &str = "worker_processes 2;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    include /etc/nginx/reconciler/upstreams.conf;
-    server {
-        listen 80;
-        location / { proxy_pass http://web; }
-    }
-}
-";
+use common::proxy::WEB_NGINX_CONF as NGINX_CONF;
 
 /// How long a paused apply may take to reach its pause point.
 const PAUSE_DEADLINE: Duration = Duration::from_secs(90);

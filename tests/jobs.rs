@@ -26,17 +26,7 @@ const MIN_REQUESTS: u64 = 2_000;
 /// The database password: a secret the job prints, which must never be stored.
 const PASSWORD: &str = "pl4nted-pg-pa55word";
 
-const NGINX_CONF: &str = "worker_processes 2;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    include /etc/nginx/reconciler/upstreams.conf;
-    server {
-        listen 80;
-        location / { proxy_pass http://web; }
-    }
-}
-";
+use common::proxy::WEB_NGINX_CONF as NGINX_CONF;
 
 /// `web` at `version`, whose `before` job runs `sql` through psql (after printing the password
 /// it was given, as a careless script would), with `timeout`.
@@ -117,26 +107,7 @@ impl Host {
 
     /// The web containers that run, by id, and the upstream file nginx runs with.
     fn serving(&self) -> (Vec<String>, String) {
-        let ids = docker(&[
-            "ps",
-            "-q",
-            "--no-trunc",
-            "--filter",
-            &self.release.label_filter(),
-            "--filter",
-            "label=io.reconciler.service=web",
-        ])
-        .unwrap_or_default();
-        let mut ids: Vec<String> = ids.lines().map(str::to_string).collect();
-        ids.sort();
-        let upstreams = docker(&[
-            "exec",
-            &self.release.obj("proxy"),
-            "cat",
-            "/etc/nginx/reconciler/upstreams.conf",
-        ])
-        .unwrap_or_default();
-        (ids, upstreams)
+        common::proxy::web_serving(&self.release, false)
     }
 
     fn job_containers(&self) -> String {

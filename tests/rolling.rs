@@ -22,17 +22,7 @@ use common::load::{Load, LoadReport};
 const MIN_REQUESTS: u64 = 5_000;
 const REPLICAS: usize = 3;
 
-const NGINX_CONF: &str = "worker_processes 2;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    include /etc/nginx/reconciler/upstreams.conf;
-    server {
-        listen 80;
-        location / { proxy_pass http://web; }
-    }
-}
-";
+use common::proxy::WEB_NGINX_CONF as NGINX_CONF;
 
 /// The gate of the failing release: an exec probe over a volume the replicas share. The first
 /// replica to probe claims it and passes; any other replica fails, so replica 1 passes and is
@@ -102,26 +92,7 @@ impl Host {
 
     /// The service's containers (all states, by id) and the upstream file nginx runs with.
     fn serving(&self) -> (Vec<String>, String) {
-        let ids = docker(&[
-            "ps",
-            "-aq",
-            "--no-trunc",
-            "--filter",
-            &self.release.label_filter(),
-            "--filter",
-            "label=io.reconciler.service=web",
-        ])
-        .unwrap_or_default();
-        let mut ids: Vec<String> = ids.lines().map(str::to_string).collect();
-        ids.sort();
-        let upstreams = docker(&[
-            "exec",
-            &self.release.obj("proxy"),
-            "cat",
-            "/etc/nginx/reconciler/upstreams.conf",
-        ])
-        .unwrap_or_default();
-        (ids, upstreams)
+        common::proxy::web_serving(&self.release, true)
     }
 
     fn running(&self) -> usize {

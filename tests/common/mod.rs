@@ -6,6 +6,7 @@ pub mod docker;
 pub mod gitrepo;
 pub mod images;
 pub mod load;
+pub mod proxy;
 
 /// A port on 127.0.0.1 that was free a moment ago (bound, then released), for publishing a
 /// test container's port as `127.0.0.1:PORT`.
