@@ -44,6 +44,80 @@ pub struct ApplyOptions {
     pub snapshots: Option<SnapshotTarget>,
     /// Where job runs (`Action::RunJob`) are recorded; `None`: not recorded anywhere.
     pub jobs: Option<Arc<crate::job::JobLog>>,
+    /// The proxy's files as observed for the plan, under the deploy lock: what a switch
+    /// records as "previous" without downloading them again. `None`: read at the switch.
+    pub proxy_files: Option<KnownProxyFiles>,
+}
+
+/// The content of some of the proxy container's files, as last observed or written by this
+/// apply (`None` content: no such file).
+#[derive(Debug, Clone, Default)]
+pub struct KnownProxyFiles {
+    pub container: String,
+    pub files: std::collections::BTreeMap<String, Option<String>>,
+}
+
+impl KnownProxyFiles {
+    /// The previous content of `paths` in `container`, if all of them are known exactly
+    /// (text observed lossily, with a replacement character, is read again).
+    fn previous(&self, container: &str, paths: &[String]) -> Option<Vec<proxy::PreviousFile>> {
+        if self.container != container {
+            return None;
+        }
+        paths
+            .iter()
+            .map(|path| {
+                let content = self.files.get(path)?;
+                if content.as_deref().is_some_and(|c| c.contains('\u{FFFD}')) {
+                    return None;
+                }
+                Some(proxy::PreviousFile {
+                    path: path.clone(),
+                    content: content.as_ref().map(|c| c.as_bytes().to_vec()),
+                })
+            })
+            .collect()
+    }
+
+    /// Keeps what is known true across `action`: a switch wrote its files; any other step on
+    /// the proxy container (recreated, renamed, seeded) makes what was observed stale.
+    fn after(known: &mut Option<KnownProxyFiles>, action: &Action) {
+        match action {
+            Action::ConfigureProxy { name, files } => {
+                let entry = known.get_or_insert_with(|| KnownProxyFiles {
+                    container: name.clone(),
+                    files: Default::default(),
+                });
+                if &entry.container != name {
+                    *entry = KnownProxyFiles {
+                        container: name.clone(),
+                        files: Default::default(),
+                    };
+                }
+                for file in files {
+                    entry
+                        .files
+                        .insert(file.path.clone(), Some(file.content.clone()));
+                }
+            }
+            Action::RenameContainer { from, to, .. } => {
+                if known
+                    .as_ref()
+                    .is_some_and(|k| &k.container == from || &k.container == to)
+                {
+                    *known = None;
+                }
+            }
+            other => {
+                if known
+                    .as_ref()
+                    .is_some_and(|k| k.container == other.target())
+                {
+                    *known = None;
+                }
+            }
+        }
+    }
 }
 
 /// The environment variable naming a test pause point: `<step index>:<before|after>`.
@@ -788,6 +862,7 @@ async fn record_started(
     journal: Option<&Journal>,
     index: usize,
     action: &Action,
+    known: Option<&KnownProxyFiles>,
 ) -> Result<Option<Vec<proxy::PreviousFile>>, String> {
     let Some(journal) = journal else {
         return Ok(None);
@@ -795,11 +870,14 @@ async fn record_started(
     let previous = match action {
         Action::ConfigureProxy { name, files } => {
             let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
-            Some(
-                proxy::read_files(engine, name, &paths)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            )
+            match known.and_then(|k| k.previous(name, &paths)) {
+                Some(previous) => Some(previous),
+                None => Some(
+                    proxy::read_files(engine, name, &paths)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                ),
+            }
         }
         // Recorded before the push, so a crash during it can put them back.
         Action::PushConfigs {
@@ -838,6 +916,7 @@ pub async fn apply(
     let mut completed: Vec<StepReport> = Vec::new();
     let mut final_failures = Vec::new();
     let mut committed = false;
+    let mut known_proxy = opts.proxy_files.clone();
 
     for (index, step) in plan.steps.iter().enumerate() {
         let action = &step.action;
@@ -867,15 +946,16 @@ pub async fn apply(
         );
         let started = Instant::now();
         tracing::info!(parent: &span, reason = %step.reason, "step started");
-        let result = match record_started(engine, journal, index, action).await {
-            Ok(previous) => {
-                maybe_pause(&opts.pause_at, index, false).await;
-                run_step(engine, plan, action, opts, previous)
-                    .instrument(span.clone())
-                    .await
-            }
-            Err(e) => Err(e),
-        };
+        let result =
+            match record_started(engine, journal, index, action, known_proxy.as_ref()).await {
+                Ok(previous) => {
+                    maybe_pause(&opts.pause_at, index, false).await;
+                    run_step(engine, plan, action, opts, previous)
+                        .instrument(span.clone())
+                        .await
+                }
+                Err(e) => Err(e),
+            };
         let result = match result {
             Ok(effect) => {
                 maybe_pause(&opts.pause_at, index, true).await;
@@ -896,6 +976,7 @@ pub async fn apply(
         match result {
             Ok(effect) => {
                 tracing::info!(parent: &span, duration_ms, "step done");
+                KnownProxyFiles::after(&mut known_proxy, action);
                 undo.extend(inverse(action, effect));
                 completed.push(StepReport {
                     index,
@@ -982,6 +1063,72 @@ mod tests {
             Some(Undo::RemoveJobContainer(name)) => assert_eq!(name, "shop-job-api-migrate"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn observed_proxy_files_serve_a_switch_until_something_else_touches_the_proxy() {
+        let file = |path: &str, content: &str| proxy::ProxyFile {
+            path: path.to_string(),
+            content: content.to_string(),
+        };
+        let paths = vec!["/u.conf".to_string()];
+        let mut known = Some(KnownProxyFiles {
+            container: "shop-proxy".to_string(),
+            files: [("/u.conf".to_string(), Some("old".to_string()))].into(),
+        });
+        let previous = known
+            .as_ref()
+            .unwrap()
+            .previous("shop-proxy", &paths)
+            .unwrap();
+        assert_eq!(previous[0].content.as_deref(), Some(&b"old"[..]));
+        // Another container, or a path never observed: read it instead.
+        assert!(known.as_ref().unwrap().previous("other", &paths).is_none());
+        assert!(known
+            .as_ref()
+            .unwrap()
+            .previous("shop-proxy", &["/n.conf".to_string()])
+            .is_none());
+
+        // A switch: its files are what the next switch replaces.
+        KnownProxyFiles::after(
+            &mut known,
+            &Action::ConfigureProxy {
+                name: "shop-proxy".to_string(),
+                files: vec![file("/u.conf", "new")],
+            },
+        );
+        let previous = known
+            .as_ref()
+            .unwrap()
+            .previous("shop-proxy", &paths)
+            .unwrap();
+        assert_eq!(previous[0].content.as_deref(), Some(&b"new"[..]));
+
+        // A step on another container changes nothing; one on the proxy makes it stale.
+        KnownProxyFiles::after(
+            &mut known,
+            &Action::StartContainer {
+                service: "web".to_string(),
+                name: "shop-web-green".to_string(),
+            },
+        );
+        assert!(known.is_some());
+        KnownProxyFiles::after(
+            &mut known,
+            &Action::RemoveContainer {
+                service: "proxy".to_string(),
+                name: "shop-proxy".to_string(),
+            },
+        );
+        assert!(known.is_none());
+
+        // Text observed lossily is never written back from memory.
+        let lossy = KnownProxyFiles {
+            container: "shop-proxy".to_string(),
+            files: [("/u.conf".to_string(), Some("a\u{FFFD}b".to_string()))].into(),
+        };
+        assert!(lossy.previous("shop-proxy", &paths).is_none());
     }
 
     #[test]

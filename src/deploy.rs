@@ -287,6 +287,10 @@ pub async fn deploy(
                 previous_revision: previous.clone(),
             }),
             jobs: Some(jobs.clone()),
+            proxy_files: desired.proxy.as_ref().map(|p| apply::KnownProxyFiles {
+                container: p.container_name.clone(),
+                files: live.proxy_files.clone(),
+            }),
         },
     )
     .await;

@@ -464,6 +464,7 @@ mod tests {
                 ip: "10.0.0.2".into(),
                 aliases: vec![],
             }],
+            stop_timeout: None,
         }
     }
 

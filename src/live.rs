@@ -113,26 +113,82 @@ pub async fn observe(
 ) -> Result<LiveState, EngineError> {
     let filter = labels::release_filter(release);
 
-    let mut containers = Vec::new();
-    for summary in engine.list_containers(&filter).await? {
-        // A job's container is not a service's; a leftover one is removed by `job::clean_up`.
-        if summary.labels.contains_key(labels::JOB) {
-            continue;
-        }
-        // Inspect by id: a name may change under us (a concurrent rename), an id cannot.
-        let info = match engine.inspect_container(&summary.id).await {
-            Ok(info) => info,
-            // Removed between list and inspect: it is gone, which is what we would observe.
-            Err(e) if e.is_not_found() => continue,
-            Err(e) => return Err(e),
+    // Every request below is independent of the others: they go to the engine together, so
+    // observing costs about the slowest of them (a proxy file read, an archive download of
+    // tens of milliseconds), not their sum.
+    let summaries = engine.list_containers(&filter).await?;
+    let inspected = futures_util::future::try_join_all(
+        summaries
+            .iter()
+            // A job's container is not a service's; a leftover one is removed by `job::clean_up`.
+            .filter(|summary| !summary.labels.contains_key(labels::JOB))
+            // Inspect by id: a name may change under us (a concurrent rename), an id cannot.
+            .map(|summary| async move {
+                match engine.inspect_container(&summary.id).await {
+                    Ok(info) => Ok(Some(info)),
+                    // Removed between list and inspect: it is gone, which is what we would
+                    // observe.
+                    Err(e) if e.is_not_found() => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }),
+    );
+    let mut unique_images: Vec<&String> = images.iter().collect();
+    unique_images.sort();
+    unique_images.dedup();
+    let image_ids =
+        futures_util::future::try_join_all(unique_images.into_iter().map(|image| async move {
+            Ok::<_, EngineError>((image.clone(), engine.image_id(image).await?))
+        }));
+    // What nginx runs with is what is in its container: read it back, so a hand edit there is
+    // drift like any other. Read only if the container exists (it is in the listing).
+    let proxy = proxy.filter(|(name, _)| {
+        summaries
+            .iter()
+            .any(|s| s.name == *name && !s.labels.contains_key(labels::JOB))
+    });
+    let proxy_files = async move {
+        let Some((name, paths)) = proxy else {
+            return Ok(Vec::new());
         };
-        containers.push(live_container(info)?);
-    }
-    containers.sort_by(|a, b| a.name.cmp(&b.name));
+        match engine.read_files(name, paths).await {
+            Ok(contents) => Ok(paths
+                .iter()
+                .cloned()
+                .zip(
+                    contents
+                        .into_iter()
+                        .map(|c| c.map(|bytes| String::from_utf8_lossy(&bytes).into_owned())),
+                )
+                .collect()),
+            // Removed since the listing: its inspect says so too, and the container is
+            // observed as gone.
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    };
+    let (inspected, networks, volumes, image_ids, proxy_files) = tokio::try_join!(
+        inspected,
+        engine.list_networks(&filter),
+        engine.list_volumes(&filter),
+        image_ids,
+        proxy_files,
+    )?;
 
-    let mut networks: Vec<LiveNetwork> = engine
-        .list_networks(&filter)
-        .await?
+    let mut containers = inspected
+        .into_iter()
+        .flatten()
+        .map(live_container)
+        .collect::<Result<Vec<_>, _>>()?;
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
+    let proxy_files = match proxy {
+        Some((name, _)) if containers.iter().any(|c| c.name == name) => {
+            proxy_files.into_iter().collect()
+        }
+        _ => BTreeMap::new(),
+    };
+
+    let mut networks: Vec<LiveNetwork> = networks
         .into_iter()
         .map(|n| LiveNetwork {
             id: n.id,
@@ -143,9 +199,7 @@ pub async fn observe(
         .collect();
     networks.sort_by(|a, b| a.name.cmp(&b.name));
 
-    let mut volumes: Vec<LiveVolume> = engine
-        .list_volumes(&filter)
-        .await?
+    let mut volumes: Vec<LiveVolume> = volumes
         .into_iter()
         .map(|v| LiveVolume {
             name: v.name,
@@ -154,34 +208,12 @@ pub async fn observe(
         .collect();
     volumes.sort_by(|a, b| a.name.cmp(&b.name));
 
-    let mut image_ids = BTreeMap::new();
-    for image in images {
-        if !image_ids.contains_key(image) {
-            image_ids.insert(image.clone(), engine.image_id(image).await?);
-        }
-    }
-
-    // What nginx runs with is what is in its container: read it back, so a hand edit there is
-    // drift like any other.
-    let mut proxy_files = BTreeMap::new();
-    if let Some((name, paths)) = proxy {
-        if containers.iter().any(|c| c.name == name) {
-            for path in paths {
-                let content = engine
-                    .read_file(name, path)
-                    .await?
-                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
-                proxy_files.insert(path.clone(), content);
-            }
-        }
-    }
-
     Ok(LiveState {
         release: release.to_string(),
         containers,
         networks,
         volumes,
-        images: image_ids,
+        images: image_ids.into_iter().collect(),
         proxy_files,
         jobs_done: Default::default(),
         config_files: BTreeMap::new(),

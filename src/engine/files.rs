@@ -99,6 +99,28 @@ fn file_from_tar(archive: &[u8]) -> Result<Vec<u8>, String> {
     Ok(content)
 }
 
+/// The deepest directory holding every one of `paths` (absolute file paths), if it is at least
+/// two levels deep: reading `/etc` or `/` whole to get two files would cost more than it saves.
+fn common_dir(paths: &[String]) -> Option<String> {
+    let mut common: Option<Vec<&str>> = None;
+    for path in paths {
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let dir = &parts[..parts.len().saturating_sub(1)];
+        common = Some(match common {
+            None => dir.to_vec(),
+            Some(c) => c
+                .iter()
+                .zip(dir)
+                .take_while(|(a, b)| a == b)
+                .map(|(a, _)| *a)
+                .collect(),
+        });
+    }
+    common
+        .filter(|c| c.len() >= 2)
+        .map(|c| format!("/{}", c.join("/")))
+}
+
 /// Every regular file in a `GET /archive` reply of a directory, as `(prefix + entry path,
 /// content)`, sorted by path.
 fn files_from_tar(archive: &[u8], prefix: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
@@ -218,6 +240,45 @@ impl Engine {
             })
     }
 
+    /// [`Engine::read_file`] for each of `paths`, in order. Files under one directory at least two
+    /// levels deep (`/etc/nginx`) are read in one archive download of that directory: the engine
+    /// serializes downloads from one container (each mounts its file system), so two
+    /// single-file reads cost twice one. A path the directory's archive does not hold as a
+    /// regular file (missing, a link) is read alone, for `read_file`'s answer.
+    pub async fn read_files(
+        &self,
+        container: &str,
+        paths: &[String],
+    ) -> Result<Vec<Option<Vec<u8>>>, EngineError> {
+        for path in paths {
+            file_path("read file in", container, path)?;
+        }
+        let tree = match common_dir(paths) {
+            Some(dir) if paths.len() > 1 => match self.read_dir(container, &dir).await {
+                Ok(tree) => Some(tree.unwrap_or_default()),
+                Err(e) if e.is_not_found() => return Err(e),
+                // Too big, or unreadable as a whole: file by file.
+                Err(e) => {
+                    tracing::debug!(container, dir, error = %e, "reading the files one by one");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let mut out = Vec::with_capacity(paths.len());
+        for path in paths {
+            let found = tree
+                .as_ref()
+                .and_then(|t| t.iter().find(|(p, _)| p == path))
+                .map(|(_, content)| content.clone());
+            out.push(match found {
+                Some(content) => Some(content),
+                None => self.read_file(container, path).await?,
+            });
+        }
+        Ok(out)
+    }
+
     /// Every regular file under directory `dir` of a container, by absolute path, sorted; `None`
     /// when the directory does not exist. Symbolic links and special files are skipped.
     pub async fn read_dir(
@@ -292,6 +353,27 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn files_are_read_together_only_under_a_directory_two_levels_deep() {
+        let paths = |ps: &[&str]| ps.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            super::common_dir(&paths(&[
+                "/etc/nginx/nginx.conf",
+                "/etc/nginx/reconciler/upstreams.conf"
+            ])),
+            Some("/etc/nginx".to_string())
+        );
+        assert_eq!(
+            super::common_dir(&paths(&["/etc/nginx/a/x", "/etc/nginx/a/y"])),
+            Some("/etc/nginx/a".to_string())
+        );
+        assert_eq!(
+            super::common_dir(&paths(&["/etc/nginx/nginx.conf", "/etc/up.conf"])),
+            None
+        );
+        assert_eq!(super::common_dir(&paths(&["/a.conf", "/b.conf"])), None);
+    }
+
     use super::*;
 
     #[test]

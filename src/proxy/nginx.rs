@@ -246,8 +246,14 @@ pub enum Reloaded {
 /// alone are not enough, as the old workers keep accepting until they get the master's QUIT.
 /// Requests already in flight on old workers finish there (see [`old_workers`]). A worker
 /// respawned after a crash would look like a reload; rare enough.
-async fn signal_and_wait(engine: &Engine, container: &str) -> Result<Reloaded, ProxyError> {
-    let before = find_ps(engine, container).await?;
+///
+/// `before`: nginx's processes listed just before the signal ([`find_ps`]), which the caller
+/// takes while `nginx -t` runs.
+async fn signal_and_wait(
+    engine: &Engine,
+    container: &str,
+    before: Option<(Lister, NginxProcesses)>,
+) -> Result<Reloaded, ProxyError> {
     let started = Instant::now();
     engine
         .signal_container(container, "SIGHUP")
@@ -291,8 +297,23 @@ async fn signal_and_wait(engine: &Engine, container: &str) -> Result<Reloaded, P
 /// Tests the config in place and reloads gracefully (no files change). Useful when the files
 /// are right but nginx must resolve the upstream names again (a container got a new address).
 pub async fn reload(engine: &Engine, container: &str) -> Result<Reloaded, ProxyError> {
-    config_test(engine, container, &[]).await?;
-    signal_and_wait(engine, container).await
+    let before = test_and_list(engine, container, &[]).await?;
+    signal_and_wait(engine, container, before).await
+}
+
+/// `nginx -t` and the process listing the reload is confirmed against, together: both are
+/// engine requests of tens of milliseconds, and neither changes anything.
+async fn test_and_list(
+    engine: &Engine,
+    container: &str,
+    files: &[String],
+) -> Result<Option<(Lister, NginxProcesses)>, ProxyError> {
+    let (tested, before) = tokio::join!(
+        config_test(engine, container, files),
+        find_ps(engine, container)
+    );
+    tested?;
+    before
 }
 
 /// Writes `content` at `path`, or removes the file for `None`.
@@ -336,23 +357,22 @@ pub async fn read_files(
     container: &str,
     paths: &[String],
 ) -> Result<Vec<PreviousFile>, ProxyError> {
-    let mut previous = Vec::with_capacity(paths.len());
-    for path in paths {
-        let content =
-            engine
-                .read_file(container, path)
-                .await
-                .map_err(|source| ProxyError::Read {
-                    container: container.to_string(),
-                    path: path.clone(),
-                    source,
-                })?;
-        previous.push(PreviousFile {
+    let contents = engine
+        .read_files(container, paths)
+        .await
+        .map_err(|source| ProxyError::Read {
+            container: container.to_string(),
+            path: paths.join(", "),
+            source,
+        })?;
+    Ok(paths
+        .iter()
+        .zip(contents)
+        .map(|(path, content)| PreviousFile {
             path: path.clone(),
             content,
-        });
-    }
-    Ok(previous)
+        })
+        .collect())
 }
 
 /// The shared body of `install` and `restore`: write the wanted content over `previous` (what
@@ -381,12 +401,14 @@ async fn replace(
         }
     }
 
-    if let Err(cause) = config_test(engine, container, &paths).await {
-        // nginx never loaded the rejected files: putting them back is all the undo needed.
-        return Err(put_back(engine, container, &previous, cause).await);
-    }
+    let before = match test_and_list(engine, container, &paths).await {
+        Ok(before) => before,
+        // nginx never loaded the rejected files (or was not signalled, if the listing failed):
+        // putting them back is all the undo needed.
+        Err(cause) => return Err(put_back(engine, container, &previous, cause).await),
+    };
 
-    if let Err(cause) = signal_and_wait(engine, container).await {
+    if let Err(cause) = signal_and_wait(engine, container, before).await {
         // The new config may or may not be live: put the old files back and reload once more
         // so what is on disk and what serves agree again.
         let err = put_back(engine, container, &previous, cause).await;
