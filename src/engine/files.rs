@@ -353,28 +353,28 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn files_are_read_together_only_under_a_directory_two_levels_deep() {
         let paths = |ps: &[&str]| ps.iter().map(|p| p.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            super::common_dir(&paths(&[
+            common_dir(&paths(&[
                 "/etc/nginx/nginx.conf",
                 "/etc/nginx/reconciler/upstreams.conf"
             ])),
             Some("/etc/nginx".to_string())
         );
         assert_eq!(
-            super::common_dir(&paths(&["/etc/nginx/a/x", "/etc/nginx/a/y"])),
+            common_dir(&paths(&["/etc/nginx/a/x", "/etc/nginx/a/y"])),
             Some("/etc/nginx/a".to_string())
         );
         assert_eq!(
-            super::common_dir(&paths(&["/etc/nginx/nginx.conf", "/etc/up.conf"])),
+            common_dir(&paths(&["/etc/nginx/nginx.conf", "/etc/up.conf"])),
             None
         );
-        assert_eq!(super::common_dir(&paths(&["/a.conf", "/b.conf"])), None);
+        assert_eq!(common_dir(&paths(&["/a.conf", "/b.conf"])), None);
     }
-
-    use super::*;
 
     #[test]
     fn paths_must_be_absolute_and_plain() {
